@@ -1,0 +1,204 @@
+"""The committee potential: mean energy plus an uncertainty bias, with exact forces.
+
+``E_total(R) = mean_m E_m(R) + bias(sigma_E^2(R), sigma_F^2(R); strength)``
+
+Forces are exact gradients of ``E_total``:
+
+* member forces come from **one** backward pass of ``sum_m E_m`` with respect to
+  per-member copies of the coordinates (so every member's forces cost one
+  backward pass, not ``M``);
+* the bias force through ``sigma_E^2`` is assembled analytically from member
+  energies and forces, ``d sigma_E^2/dR = -2/(M-1) sum_m (E_m - E_mean) F_m``
+  (no extra backward pass);
+* the bias force through ``sigma_F^2`` needs second derivatives: member forces
+  are then built with ``create_graph=True`` and ``sigma_F^2`` is differentiated
+  once more (double backward). This is skipped when the strength of a bias that
+  is linear in its strength is zero.
+
+Units: Angstrom, eV. Statistics use the estimators named in
+:mod:`advmd.committee.statistics` (``M-1`` for Eq. 5 and 7).
+"""
+
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from advmd.committee.bias import NoBias
+from advmd.committee.statistics import energy_variance, force_variance, max_force_deviation
+
+__all__ = ["CommitteePotential"]
+
+
+class CommitteePotential(nn.Module):
+    """Committee energies and forces, statistics, and an uncertainty bias in one module.
+
+    Parameters
+    ----------
+    committee : nn.Module
+        Maps member coordinates ``(M, N, 3)`` (Angstrom), atomic numbers ``(N,)``
+        and an optional cell to member energies ``(M,)`` (eV); e.g.
+        :class:`~advmd.committee.schnet.SchNetCommittee` or
+        :class:`~advmd.committee.members.TorchScriptCommittee`. Must expose
+        ``n_members``, ``species`` and ``cutoff``.
+    bias : nn.Module, optional
+        A bias with the interface of :mod:`advmd.committee.bias`; default none.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from advmd.committee import SchNetCommittee, CommitteePotential, make_bias
+    >>> committee = SchNetCommittee(species=[1, 8], n_members=3, n_features=16, n_rbf=8)
+    >>> potential = CommitteePotential(committee, make_bias("udd", n_members=3, width=0.05))
+    >>> pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    >>> out = potential(pos, torch.tensor([8, 1, 1]), None, torch.tensor(0.1))
+    >>> sorted(out)[:3]
+    ['bias_energy', 'energy', 'forces']
+    """
+
+    bias_uses_energy_uncertainty: bool
+    bias_uses_force_uncertainty: bool
+    bias_linear_in_strength: bool
+    bias_nonnegative_strength: bool
+
+    def __init__(self, committee: nn.Module, bias: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        n_members = int(getattr(committee, "n_members"))
+        if n_members < 2:
+            raise ValueError(
+                f"a committee potential needs at least 2 members for Eq. 5/7 statistics, got {n_members}"
+            )
+        self.committee = committee
+        self.bias = bias if bias is not None else NoBias()
+        self.n_members = n_members
+        self.species: List[int] = [int(z) for z in getattr(committee, "species")]
+        self.cutoff = float(getattr(committee, "cutoff"))
+        self.bias_uses_energy_uncertainty = bool(self.bias.uses_energy_uncertainty)
+        self.bias_uses_force_uncertainty = bool(self.bias.uses_force_uncertainty)
+        builtin = self.bias.form in ("none", "udd", "hal")
+        self.bias_linear_in_strength = builtin
+        self.bias_nonnegative_strength = builtin
+
+    def forward(
+        self, positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], strength: Tensor
+    ) -> Dict[str, Tensor]:
+        """Evaluate for MD: outputs carry no autograd graph (see :meth:`evaluate`)."""
+        return self.evaluate(positions, atomic_numbers, cell, strength, False)
+
+    @torch.jit.export
+    def evaluate(
+        self,
+        positions: Tensor,
+        atomic_numbers: Tensor,
+        cell: Optional[Tensor],
+        strength: Tensor,
+        create_graph: bool,
+    ) -> Dict[str, Tensor]:
+        """Energies, forces and committee statistics.
+
+        Parameters
+        ----------
+        positions : Tensor, shape (N, 3), unit Angstrom
+        atomic_numbers : Tensor, shape (N,), dtype int64
+        cell : Tensor or None, shape (3, 3), unit Angstrom
+            Reduced-form box vectors as rows; ``None`` for open boundaries.
+        strength : Tensor, shape (), unit of the bias (see ``bias.strength_unit``)
+        create_graph : bool
+            Keep the autograd graph so outputs can be differentiated again
+            (training on forces, adversarial attacks). MD uses ``False``.
+
+        Returns
+        -------
+        dict of Tensor
+            ``energy`` (eV) and ``forces`` (N, 3; eV/Angstrom) of mean + bias;
+            ``mean_energy``, ``mean_forces``, ``member_energies`` (M,),
+            ``member_forces`` (M, N, 3), ``bias_energy`` (eV), ``sigma_e2``
+            (eV^2, Eq. 5), ``sigma_f2`` ((eV/Angstrom)^2, Eq. 7),
+            ``max_force_deviation`` (eV/Angstrom, DP-GEN) and
+            ``max_deviation_atom`` (int64 index).
+        """
+        if not bool(torch.isfinite(positions).all()):
+            raise ValueError("positions contain NaN or infinite values; the simulation has diverged or the input is corrupt")
+        if not bool(torch.isfinite(strength)):
+            raise ValueError("bias strength must be finite")
+        if self.bias_nonnegative_strength and bool(strength < 0):
+            raise ValueError("bias strength must be >= 0 for the built-in bias forms")
+        if cell is not None:
+            half_width = 0.5 * float(cell.diagonal().min())
+            if self.cutoff > half_width:
+                raise ValueError("the model cutoff exceeds half the smallest periodic box width; use a larger box")
+
+        m = self.n_members
+        if not positions.requires_grad:
+            positions = positions.detach().requires_grad_(True)
+        member_positions = positions.unsqueeze(0).repeat(m, 1, 1)
+        member_energies = self.committee(member_positions, atomic_numbers, cell)
+
+        bias_active = self.bias_uses_energy_uncertainty or self.bias_uses_force_uncertainty
+        if self.bias_linear_in_strength and bool(strength == 0):
+            bias_active = False
+        second_order = create_graph or (bias_active and self.bias_uses_force_uncertainty)
+        gradients = torch.autograd.grad(
+            [member_energies.sum()], [member_positions], create_graph=second_order, retain_graph=second_order
+        )[0]
+        assert gradients is not None
+        member_forces = -gradients
+
+        mean_energy = member_energies.mean()
+        mean_forces = member_forces.mean(0)
+        sigma_e2 = energy_variance(member_energies)
+        sigma_f2 = force_variance(member_forces)
+        max_dev, max_atom = max_force_deviation(member_forces.detach())
+        n_atoms = positions.shape[0]
+
+        if create_graph:
+            bias_energy = self.bias(sigma_e2, sigma_f2, n_atoms, strength)
+            energy = mean_energy + bias_energy
+            if bias_energy.requires_grad:
+                bias_gradient = torch.autograd.grad([bias_energy], [positions], create_graph=True, allow_unused=True)[0]
+                forces = mean_forces if bias_gradient is None else mean_forces - bias_gradient
+            else:
+                forces = mean_forces
+        else:
+            forces = mean_forces.detach()
+            if bias_active:
+                s_e2 = sigma_e2.detach().requires_grad_(True)
+                s_f2 = sigma_f2.detach().requires_grad_(True)
+                bias_energy = self.bias(s_e2, s_f2, n_atoms, strength.detach())
+                if bias_energy.requires_grad:
+                    slopes = torch.autograd.grad([bias_energy], [s_e2, s_f2], allow_unused=True)
+                    slope_e = slopes[0]
+                    slope_f = slopes[1]
+                    if slope_e is not None:
+                        deviation = (member_energies - mean_energy).detach()
+                        weighted = (deviation.view(m, 1, 1) * member_forces.detach()).sum(0)
+                        forces = forces + slope_e * (2.0 / (m - 1)) * weighted
+                    if slope_f is not None and self.bias_uses_force_uncertainty:
+                        sigma_f2_gradient = torch.autograd.grad([sigma_f2], [positions])[0]
+                        assert sigma_f2_gradient is not None
+                        forces = forces - slope_f * sigma_f2_gradient
+                bias_energy = bias_energy.detach()
+            else:
+                bias_energy = torch.zeros_like(mean_energy)
+            energy = mean_energy.detach() + bias_energy
+            mean_energy = mean_energy.detach()
+            mean_forces = mean_forces.detach()
+            member_energies = member_energies.detach()
+            member_forces = member_forces.detach()
+            sigma_e2 = sigma_e2.detach()
+            sigma_f2 = sigma_f2.detach()
+
+        return {
+            "energy": energy,
+            "forces": forces,
+            "mean_energy": mean_energy,
+            "mean_forces": mean_forces,
+            "member_energies": member_energies,
+            "member_forces": member_forces,
+            "bias_energy": bias_energy,
+            "sigma_e2": sigma_e2,
+            "sigma_f2": sigma_f2,
+            "max_force_deviation": max_dev,
+            "max_deviation_atom": max_atom,
+        }

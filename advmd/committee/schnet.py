@@ -1,0 +1,214 @@
+"""A committee of SchNet potentials evaluated together in one call.
+
+SchNet (Schuett et al., J. Chem. Phys. 148, 241722, 2018): atom embeddings
+refined by continuous-filter convolutions whose filters are generated from a
+Gaussian radial basis of interatomic distances and damped by a smooth cutoff;
+atomic energies from a small output network, summed to the total energy.
+
+Every weight carries a leading member axis ``M``: the committee is one module
+whose dense layers are batched matrix products (``torch.baddbmm``), so all
+members are evaluated in a single pass over a shared pair list. Members are
+independent models: they share no trainable parameter.
+
+Units: Angstrom in, eV out.
+"""
+
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from advmd.committee.neighbors import neighbor_pairs
+
+__all__ = ["SchNetCommittee"]
+
+
+def shifted_softplus(x: Tensor) -> Tensor:
+    """``softplus(x) - log 2`` (SchNet's activation, zero at the origin)."""
+    return torch.nn.functional.softplus(x) - math.log(2.0)
+
+
+def smooth_cutoff(distances: Tensor, cutoff: float) -> Tensor:
+    """C2-smooth switching function: 1 at 0, 0 with zero first and second derivatives at ``cutoff``.
+
+    ``f(x) = 1 - 10 x^3 + 15 x^4 - 6 x^5`` for ``x = d / cutoff < 1``, else 0.
+    Second-order smoothness matters: forces of a ``sigma_F`` bias contain second
+    derivatives of the energy, which must stay continuous when pairs cross the cutoff.
+    """
+    x = (distances / cutoff).clamp(max=1.0)
+    x3 = x * x * x
+    return 1.0 - x3 * (10.0 - 15.0 * x + 6.0 * x * x)
+
+
+def _dense(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """Member-batched affine map: ``x`` (M, K, in) @ ``weight`` (M, in, out) + ``bias`` (M, out)."""
+    if bias is None:
+        return torch.bmm(x, weight)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight)
+
+
+class SchNetCommittee(nn.Module):
+    """``M`` independent SchNet energy models with member-batched weights.
+
+    Parameters
+    ----------
+    species : sequence of int
+        Atomic numbers the models know (e.g. ``[1, 6, 7, 8]``).
+    n_members : int
+        Committee size ``M`` (>= 1; statistics need >= 2).
+    n_features : int
+        Width of atom features and filters.
+    n_rbf : int
+        Number of Gaussian radial basis functions on ``[0, cutoff]``.
+    n_interactions : int
+        Number of interaction (continuous-filter convolution) blocks.
+    cutoff : float, unit Angstrom
+    seed : int
+        Seed of the weight initialisation; members draw independent weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = SchNetCommittee(species=[1, 8], n_members=3, n_features=16, n_rbf=8)
+    >>> positions = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    >>> z = torch.tensor([8, 1, 1])
+    >>> model(positions.expand(3, 3, 3), z, None).shape
+    torch.Size([3])
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        n_members: int = 5,
+        n_features: int = 64,
+        n_rbf: int = 32,
+        n_interactions: int = 3,
+        cutoff: float = 5.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        species = sorted({int(z) for z in species})
+        if not species or species[0] < 1 or species[-1] > 118:
+            raise ValueError(f"species must be atomic numbers in 1..118, got {species!r}")
+        for name, value, low in (
+            ("n_members", n_members, 1),
+            ("n_features", n_features, 2),
+            ("n_rbf", n_rbf, 2),
+            ("n_interactions", n_interactions, 1),
+        ):
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be > 0 Angstrom, got {cutoff!r}")
+        m, f, k, t = int(n_members), int(n_features), int(n_rbf), int(n_interactions)
+        self.species: List[int] = species
+        self.n_members = m
+        self.n_features = f
+        self.n_rbf = k
+        self.n_interactions = t
+        self.cutoff = float(cutoff)
+
+        lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(species)] = torch.arange(len(species))
+        self.register_buffer("species_index", lookup)
+        centers = torch.linspace(0.0, self.cutoff, k)
+        spacing = self.cutoff / (k - 1)
+        self.register_buffer("rbf_centers", centers)
+        self.rbf_gamma = 0.5 / spacing**2
+        # Per-species reference energies (eV) and output scale; fitted from data by training.
+        self.register_buffer("atomic_energy_shift", torch.zeros(len(species)))
+        self.register_buffer("energy_scale", torch.ones(()))
+
+        gen = torch.Generator().manual_seed(int(seed))
+
+        def weight(*shape: int) -> nn.Parameter:
+            fan_in, fan_out = shape[-2], shape[-1]
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            return nn.Parameter((torch.rand(shape, generator=gen) * 2.0 - 1.0) * bound)
+
+        def zeros(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.zeros(shape))
+
+        s = len(species)
+        self.embedding = nn.Parameter(torch.randn((m, s, f), generator=gen))
+        self.filter_w1 = weight(t, m, k, f)
+        self.filter_b1 = zeros(t, m, f)
+        self.filter_w2 = weight(t, m, f, f)
+        self.filter_b2 = zeros(t, m, f)
+        self.in2f_w = weight(t, m, f, f)
+        self.f2out_w1 = weight(t, m, f, f)
+        self.f2out_b1 = zeros(t, m, f)
+        self.f2out_w2 = weight(t, m, f, f)
+        self.f2out_b2 = zeros(t, m, f)
+        self.out_w1 = weight(m, f, f // 2)
+        self.out_b1 = zeros(m, f // 2)
+        self.out_w2 = weight(m, f // 2, 1)
+        self.out_b2 = zeros(m, 1)
+
+    def hyperparameters(self) -> dict:
+        """Constructor arguments that rebuild this architecture (for metadata)."""
+        return {
+            "species": list(self.species),
+            "n_members": self.n_members,
+            "n_features": self.n_features,
+            "n_rbf": self.n_rbf,
+            "n_interactions": self.n_interactions,
+            "cutoff": self.cutoff,
+        }
+
+    def forward(self, member_positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor]) -> Tensor:
+        """Energies of every member.
+
+        Parameters
+        ----------
+        member_positions : Tensor, shape (M, N, 3), unit Angstrom
+            One copy of the coordinates per member (so that one backward pass
+            of the summed energies yields every member's forces).
+        atomic_numbers : Tensor, shape (N,), dtype int64
+        cell : Tensor or None, shape (3, 3), unit Angstrom
+
+        Returns
+        -------
+        Tensor, shape (M,), unit eV
+        """
+        species = self.species_index[atomic_numbers]
+        i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell)
+        vectors = member_positions[:, j] - member_positions[:, i] + shifts
+        distances = torch.sqrt((vectors * vectors).sum(-1))
+        rbf = torch.exp(-self.rbf_gamma * (distances.unsqueeze(-1) - self.rbf_centers) ** 2)
+        envelope = smooth_cutoff(distances, self.cutoff).unsqueeze(-1)
+
+        x = self.embedding[:, species]
+        for t in range(self.n_interactions):
+            hidden = shifted_softplus(_dense(rbf, self.filter_w1[t], self.filter_b1[t]))
+            filters = _dense(hidden, self.filter_w2[t], self.filter_b2[t]) * envelope
+            y = _dense(x, self.in2f_w[t], None)
+            messages = y[:, j] * filters
+            aggregated = torch.zeros_like(y).index_add_(1, i, messages)
+            update = shifted_softplus(_dense(aggregated, self.f2out_w1[t], self.f2out_b1[t]))
+            x = x + _dense(update, self.f2out_w2[t], self.f2out_b2[t])
+
+        hidden = shifted_softplus(_dense(x, self.out_w1, self.out_b1))
+        atomic = _dense(hidden, self.out_w2, self.out_b2).squeeze(-1)
+        atomic = atomic * self.energy_scale + self.atomic_energy_shift[species]
+        return atomic.sum(-1)
+
+    @torch.jit.unused
+    def select_members(self, members: Sequence[int]) -> "SchNetCommittee":
+        """A new committee made of copies of the chosen members (e.g. ``[2]`` for one model)."""
+        members = [int(k) for k in members]
+        if not members or min(members) < 0 or max(members) >= self.n_members:
+            raise ValueError(f"members must be indices in 0..{self.n_members - 1}, got {members!r}")
+        hp = self.hyperparameters()
+        hp["n_members"] = len(members)
+        new = SchNetCommittee(**hp)
+        index = torch.tensor(members)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                axis = 0 if name in ("embedding",) or name.startswith("out_") else 1
+                getattr(new, name).copy_(param.index_select(axis, index))
+            new.atomic_energy_shift.copy_(self.atomic_energy_shift)
+            new.energy_scale.copy_(self.energy_scale)
+        return new.to(dtype=self.embedding.dtype, device=self.embedding.device)

@@ -1,0 +1,21 @@
+"""OpenMM integration: committee forces (TorchForce or PythonForce) and uncertainty readout."""
+
+from advmd.openmm.forces import (
+    BACKENDS,
+    Uncertainty,
+    add_committee_force,
+    create_committee_force,
+    create_system,
+    parameter_names,
+    read_uncertainty,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Uncertainty",
+    "add_committee_force",
+    "create_committee_force",
+    "create_system",
+    "parameter_names",
+    "read_uncertainty",
+]

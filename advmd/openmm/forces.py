@@ -1,0 +1,522 @@
+"""OpenMM forces for an advmd committee: the one place that builds OpenMM forces.
+
+Two paths run the same committee potential:
+
+``backend="torch"``
+    openmm-torch's ``TorchForce`` with a scripted module that returns energy
+    and forces itself (``setOutputsForces(True)``). Runs on every platform
+    openmm-torch supports (Reference, CPU, CUDA, OpenCL).
+``backend="python"``
+    OpenMM's core ``PythonForce`` calling the committee from Python. No plugin
+    needed; the model may live on any torch device.
+
+Units are converted here and only here: OpenMM hands nm and takes kJ/mol and
+kJ/mol/nm; the committee works in Angstrom and eV.
+
+Global parameters (names carry a prefix, default ``advmd_``):
+
+``<prefix>bias_strength``
+    The bias strength in OpenMM units: kJ/mol for ``udd`` (its ``A``), nm for
+    ``hal`` (its ``tau``), unconverted for a custom bias with
+    ``strength_unit="none"``. Change it during a run with
+    ``context.setParameter(name, value)``; nothing is rebuilt.
+
+Reading the uncertainty without a second model evaluation
+----------------------------------------------------------
+On the torch path the force declares five more global parameters that are
+always zero, ``<prefix>sigma_energy``, ``<prefix>sigma_force``,
+``<prefix>max_force_deviation``, ``<prefix>max_deviation_atom`` and
+``<prefix>bias_energy``, and adds ``p * statistic`` (detached) to its energy.
+The energy is unchanged (p = 0), and OpenMM's *energy parameter derivative*
+``dE/dp`` equals the statistic. ``context.getState(parameterDerivatives=True)``
+therefore returns the committee statistics of the **same** evaluation that
+produced the energy and forces; a reporter that adds ``"parameterDerivatives"``
+to its ``include`` list gets them in the Simulation's one ``getState`` call.
+On the Python path the computation keeps the statistics of its last
+evaluation. :func:`read_uncertainty` hides the difference.
+
+Reported values are in OpenMM units: sigma_E in kJ/mol (square root of Eq. 5),
+sigma_F in kJ/mol/nm (square root of Eq. 7), the DP-GEN max force deviation in
+kJ/mol/nm with the index (in the topology) of the atom carrying it, and the
+bias energy in kJ/mol.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from advmd import units
+from advmd.committee.export import load_committee
+from advmd.committee.neighbors import check_cell
+from advmd.errors import ModelFileError, TopologyMismatchError
+
+__all__ = [
+    "create_committee_force",
+    "add_committee_force",
+    "create_system",
+    "read_uncertainty",
+    "Uncertainty",
+    "parameter_names",
+    "BACKENDS",
+]
+
+BACKENDS = ("torch", "python")
+STATISTICS = ("sigma_energy", "sigma_force", "max_force_deviation", "max_deviation_atom", "bias_energy")
+_STRENGTH_FACTORS = {
+    "energy": units.KJ_PER_MOL_TO_EV,
+    "length": units.NM_TO_ANGSTROM,
+    "none": 1.0,
+}
+
+
+def parameter_names(prefix: str = "advmd_") -> Dict[str, str]:
+    """Global parameter names used by a committee force with this prefix.
+
+    Returns
+    -------
+    dict
+        ``{"bias_strength": ..., "sigma_energy": ..., ...}``
+    """
+    names = {"bias_strength": prefix + "bias_strength"}
+    names.update({stat: prefix + stat for stat in STATISTICS})
+    return names
+
+
+class _OpenMMBoundary(nn.Module):
+    """Converts OpenMM inputs to the committee's units and back (shared by both paths)."""
+
+    def __init__(self, potential: nn.Module, atomic_numbers: Tensor, atom_indices: Optional[Tensor], n_particles: int, strength_factor: float) -> None:
+        super().__init__()
+        self.potential = potential
+        self.register_buffer("atomic_numbers", atomic_numbers)
+        self.use_subset = atom_indices is not None
+        self.register_buffer("atom_indices", atom_indices if atom_indices is not None else torch.zeros(0, dtype=torch.long))
+        self.n_particles = int(n_particles)
+        self.strength_factor = float(strength_factor)
+        first = next(iter(potential.parameters()), None)
+        self.model_dtype = first.dtype if first is not None else torch.float32
+
+    def statistics(self, positions_nm: Tensor, box_nm: Optional[Tensor], strength: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Energy (kJ/mol), forces on all particles (kJ/mol/nm) and the 5 statistics (OpenMM units)."""
+        positions = positions_nm
+        if self.use_subset:
+            positions = positions_nm.index_select(0, self.atom_indices)
+        positions = positions.to(self.model_dtype) * 10.0
+        cell: Optional[Tensor] = None
+        if box_nm is not None:
+            cell = box_nm.to(self.model_dtype) * 10.0
+        out = self.potential(positions, self.atomic_numbers, cell, (strength * self.strength_factor).to(self.model_dtype))
+        # no_grad, not detach(): torch.jit.freeze (applied by openmm-torch) removes detach() calls,
+        # and the returned energy must carry no graph back into the model.
+        with torch.no_grad():
+            energy = out["energy"].to(torch.float64) * 96.48533212331002
+            forces = out["forces"].to(torch.float64) * 964.8533212331002
+            if self.use_subset:
+                full = torch.zeros((self.n_particles, 3), dtype=torch.float64, device=forces.device)
+                forces = full.index_copy(0, self.atom_indices, forces)
+            atom = out["max_deviation_atom"]
+            if self.use_subset:
+                atom = self.atom_indices[atom]
+            stats = torch.stack(
+                [
+                    torch.sqrt(out["sigma_e2"].to(torch.float64)) * 96.48533212331002,
+                    torch.sqrt(out["sigma_f2"].to(torch.float64)) * 964.8533212331002,
+                    out["max_force_deviation"].to(torch.float64) * 964.8533212331002,
+                    atom.to(torch.float64),
+                    out["bias_energy"].to(torch.float64) * 96.48533212331002,
+                ]
+            )
+        return energy, forces, stats
+
+    def with_probes(self, energy: Tensor, stats: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor) -> Tensor:
+        probes = torch.stack([p0, p1, p2, p3, p4]).to(stats.dtype)
+        return energy + (probes * stats).sum()
+
+
+class _TorchForceModule(_OpenMMBoundary):
+    """Scripted module for ``TorchForce`` without periodic boundaries."""
+
+    def forward(self, positions: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor) -> Tuple[Tensor, Tensor]:
+        energy, forces, stats = self.statistics(positions, None, strength)
+        return self.with_probes(energy, stats, p0, p1, p2, p3, p4), forces
+
+
+class _PeriodicTorchForceModule(_OpenMMBoundary):
+    """Scripted module for ``TorchForce`` with periodic boundaries."""
+
+    def forward(self, positions: Tensor, box: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor) -> Tuple[Tensor, Tensor]:
+        energy, forces, stats = self.statistics(positions, box, strength)
+        return self.with_probes(energy, stats, p0, p1, p2, p3, p4), forces
+
+
+# Python path: computations kept alive by their forces, found again by the force's name.
+_COMPUTATIONS: "weakref.WeakValueDictionary[str, CommitteeComputation]" = weakref.WeakValueDictionary()
+_KEEP_ALIVE: Dict[str, "CommitteeComputation"] = {}
+_COUNTER = itertools.count()
+_LOCK = threading.Lock()
+
+
+class CommitteeComputation:
+    """The callable a ``PythonForce`` runs: committee energy and forces in OpenMM units.
+
+    Keeps the statistics of its last evaluation in :attr:`last` (OpenMM units).
+    Picklable (the scripted module travels as bytes), so the force can be
+    serialised with ``XmlSerializer``.
+    """
+
+    def __init__(self, boundary: nn.Module, strength_name: str, periodic: bool, device: Union[str, torch.device] = "cpu") -> None:
+        self.boundary = boundary
+        self.strength_name = strength_name
+        self.periodic = periodic
+        self.device = torch.device(device)
+        self.last: Optional[Dict[str, float]] = None
+
+    def __call__(self, state: Any) -> Tuple[float, np.ndarray]:
+        positions = torch.as_tensor(np.asarray(state.getPositions(asNumpy=True)._value), dtype=torch.float64, device=self.device)
+        strength = torch.tensor(float(state.getParameters()[self.strength_name]), dtype=torch.float64, device=self.device)
+        box: Optional[Tensor] = None
+        if self.periodic:
+            box = torch.as_tensor(np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value), dtype=torch.float64, device=self.device)
+        energy, forces, stats = self.boundary.statistics(positions, box, strength)
+        values = stats.cpu().numpy()
+        self.last = {name: float(v) for name, v in zip(STATISTICS, values)}
+        self.last["max_deviation_atom"] = int(values[3])
+        return float(energy), forces.detach().cpu().numpy()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        buffer = io.BytesIO()
+        torch.jit.save(self.boundary, buffer)
+        return {"boundary": buffer.getvalue(), "strength_name": self.strength_name, "periodic": self.periodic, "device": str(self.device)}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.boundary = torch.jit.load(io.BytesIO(state["boundary"]), map_location=state["device"])
+        self.strength_name = state["strength_name"]
+        self.periodic = state["periodic"]
+        self.device = torch.device(state["device"])
+        self.last = None
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Committee statistics of one evaluation, in OpenMM units.
+
+    Attributes
+    ----------
+    sigma_energy : float, unit kJ/mol
+        Square root of paper Eq. 5 (divisor M-1).
+    sigma_force : float, unit kJ/mol/nm
+        Square root of paper Eq. 7 (divisor M-1).
+    max_force_deviation : float, unit kJ/mol/nm
+        DP-GEN model deviation (divisor M).
+    max_deviation_atom : int
+        Topology index of the atom carrying ``max_force_deviation``.
+    bias_energy : float, unit kJ/mol
+    """
+
+    sigma_energy: float
+    sigma_force: float
+    max_force_deviation: float
+    max_deviation_atom: int
+    bias_energy: float
+
+
+def _resolve_model(model: Any) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Model path or module -> (scripted potential, metadata-like dict)."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_committee(model)
+    if isinstance(model, nn.Module) and hasattr(model, "committee") and hasattr(model, "bias"):
+        bias = model.bias
+        info = {
+            "species": [int(z) for z in model.species],
+            "cutoff": float(model.cutoff),
+            "n_members": int(model.n_members),
+            "bias": {"form": bias.form, "strength_unit": bias.strength_unit, "default_strength": 0.0},
+        }
+        scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+        return scripted, info
+    raise TypeError(
+        f"model must be the path of an exported advmd committee or a CommitteePotential, got {type(model).__name__}"
+    )
+
+
+def _topology_atomic_numbers(topology: Any, atoms: Sequence[int], species: Sequence[int]) -> Tensor:
+    topology_atoms = list(topology.atoms())
+    known = set(int(z) for z in species)
+    numbers = []
+    for index in atoms:
+        atom = topology_atoms[index]
+        if atom.element is None:
+            raise TopologyMismatchError(
+                f"topology atom {index} ({atom.name} in residue {atom.residue.name}) has no element; "
+                "the committee needs elements (virtual sites must be excluded with atoms=...)"
+            )
+        z = int(atom.element.atomic_number)
+        if z not in known:
+            raise TopologyMismatchError(
+                f"topology atom {index} ({atom.name} in residue {atom.residue.name}) is element "
+                f"{atom.element.symbol} (Z={z}), which the committee was not trained on; the model knows "
+                f"Z={sorted(known)}. Select the atoms it covers with atoms=..., or train on this element"
+            )
+        numbers.append(z)
+    return torch.tensor(numbers, dtype=torch.long)
+
+
+def create_committee_force(
+    topology: Any,
+    model: Any,
+    *,
+    backend: str = "torch",
+    atoms: Optional[Sequence[int]] = None,
+    bias_strength: Optional[float] = None,
+    parameter_prefix: str = "advmd_",
+    periodic: Optional[bool] = None,
+    device: Union[str, torch.device] = "cpu",
+) -> Any:
+    """Build an OpenMM force that applies the committee mean plus its uncertainty bias.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+    model : str, path-like, or CommitteePotential
+        An exported committee file (see :func:`advmd.committee.export_committee`)
+        or a potential module.
+    backend : {"torch", "python"}
+        ``TorchForce`` (openmm-torch) or OpenMM's ``PythonForce``.
+    atoms : sequence of int, optional
+        Topology indices the committee acts on (default: all atoms).
+    bias_strength : float, optional
+        Initial strength in OpenMM units (kJ/mol for ``udd``, nm for ``hal``);
+        default: the model's exported default.
+    parameter_prefix : str
+        Prefix of the global parameter names (use distinct prefixes for
+        several committee forces in one System).
+    periodic : bool, optional
+        Default: whether the topology has periodic box vectors.
+    device : str or torch.device
+        Device of the model on the ``python`` path (the ``torch`` path follows
+        the OpenMM platform).
+
+    Returns
+    -------
+    openmm.Force
+        A ``TorchForce`` or ``PythonForce`` named ``<prefix>committee``.
+
+    Examples
+    --------
+    >>> from openmm import app
+    >>> from advmd.openmm import create_committee_force  # doctest: +SKIP
+    >>> force = create_committee_force(app.PDBFile("ala2.pdb").topology, "committee.pt")  # doctest: +SKIP
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(parameter_prefix, str) or not parameter_prefix.replace("_", "").isalnum():
+        raise ValueError(f"parameter_prefix must be letters, digits and underscores, got {parameter_prefix!r}")
+    potential, info = _resolve_model(model)
+    n_particles = topology.getNumAtoms()
+    if atoms is None:
+        atom_list = list(range(n_particles))
+        atom_indices = None
+    else:
+        atom_list = [int(a) for a in atoms]
+        if not atom_list:
+            raise ValueError("atoms is empty; give the topology indices the committee acts on, or None for all")
+        bad = [a for a in atom_list if a < 0 or a >= n_particles]
+        if bad:
+            raise TopologyMismatchError(f"atoms contains indices {bad[:5]} outside the topology's 0..{n_particles - 1}")
+        if len(set(atom_list)) != len(atom_list):
+            raise ValueError("atoms contains repeated indices; list each atom once")
+        atom_indices = torch.tensor(atom_list, dtype=torch.long)
+    atomic_numbers = _topology_atomic_numbers(topology, atom_list, info["species"])
+
+    bias_info = info.get("bias", {})
+    unit_kind = bias_info.get("strength_unit", "none")
+    form = bias_info.get("form", "none")
+    if bias_strength is None:
+        model_strength = float(bias_info.get("default_strength", 0.0))
+        bias_strength = model_strength / _STRENGTH_FACTORS[unit_kind]
+    try:
+        bias_strength = float(bias_strength)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"bias_strength must be a number, got {bias_strength!r}") from error
+    if not math.isfinite(bias_strength):
+        raise ValueError(f"bias_strength must be finite, got {bias_strength!r}")
+    if form in ("udd", "hal") and bias_strength < 0:
+        raise ValueError(f"bias_strength must be >= 0 for bias form {form!r}, got {bias_strength}")
+
+    if periodic is None:
+        periodic = topology.getPeriodicBoxVectors() is not None
+    if periodic:
+        vectors = topology.getPeriodicBoxVectors()
+        if vectors is None:
+            raise ValueError("periodic=True but the topology has no periodic box vectors; set them first")
+        box = torch.tensor([[v.x, v.y, v.z] for v in (vec.value_in_unit(_nm()) for vec in vectors)], dtype=torch.float64) * 10.0
+        check_cell(box, float(info["cutoff"]))
+
+    names = parameter_names(parameter_prefix)
+    boundary_cls = _PeriodicTorchForceModule if periodic else _TorchForceModule
+    boundary = boundary_cls(potential, atomic_numbers, atom_indices, n_particles, _STRENGTH_FACTORS[unit_kind])
+    boundary = torch.jit.script(boundary.eval())
+
+    if backend == "torch":
+        from advmd.openmm._torch import TorchForce
+
+        force = TorchForce(boundary)
+        force.setOutputsForces(True)
+        force.setUsesPeriodicBoundaryConditions(bool(periodic))
+        force.addGlobalParameter(names["bias_strength"], bias_strength)
+        for stat in STATISTICS:
+            force.addGlobalParameter(names[stat], 0.0)
+            force.addEnergyParameterDerivative(names[stat])
+    else:
+        import openmm
+
+        computation = CommitteeComputation(boundary.to(device), names["bias_strength"], bool(periodic), device)
+        force = openmm.PythonForce(computation, {names["bias_strength"]: bias_strength})
+        force.setUsesPeriodicBoundaryConditions(bool(periodic))
+        with _LOCK:
+            key = f"{parameter_prefix}committee#{next(_COUNTER)}"
+        force.setName(key)
+        _KEEP_ALIVE[key] = computation
+        _COMPUTATIONS[key] = computation
+        return force
+    force.setName(parameter_prefix + "committee")
+    return force
+
+
+def _nm() -> Any:
+    from openmm import unit
+
+    return unit.nanometer
+
+
+def add_committee_force(topology: Any, system: Any, model: Any, **options: Any) -> Any:
+    """Create the committee force for ``topology`` and add it to ``system`` (openmm-ml style).
+
+    Validates everything first: on any error the System is left untouched.
+    Takes the options of :func:`create_committee_force`.
+
+    Returns
+    -------
+    openmm.Force
+        The added force.
+    """
+    if system.getNumParticles() != topology.getNumAtoms():
+        raise TopologyMismatchError(
+            f"the System has {system.getNumParticles()} particles but the topology has "
+            f"{topology.getNumAtoms()} atoms; build both from the same structure"
+        )
+    prefix = options.get("parameter_prefix", "advmd_")
+    wanted = set(parameter_names(prefix).values())
+    for existing in system.getForces():
+        getter = getattr(existing, "getNumGlobalParameters", None)
+        taken = set()
+        if getter is not None:
+            taken = {existing.getGlobalParameterName(k) for k in range(getter())}
+        elif hasattr(existing, "getGlobalParameters"):
+            taken = set(existing.getGlobalParameters())
+        clash = taken & wanted
+        if clash:
+            raise ValueError(
+                f"the System already has global parameters {sorted(clash)}; pass another parameter_prefix"
+            )
+    force = create_committee_force(topology, model, **options)
+    system.addForce(force)
+    return force
+
+
+def create_system(topology: Any, model: Any, *, remove_cm_motion: bool = True, **options: Any) -> Any:
+    """A System of the topology's atoms driven by the committee alone.
+
+    Masses come from the topology's elements. Takes the options of
+    :func:`create_committee_force`; periodic box vectors are copied from the topology.
+
+    Examples
+    --------
+    >>> from openmm import app
+    >>> from advmd.openmm import create_system  # doctest: +SKIP
+    >>> system = create_system(app.PDBFile("ala2.pdb").topology, "committee.pt", bias_strength=1.0)  # doctest: +SKIP
+    """
+    import openmm
+
+    system = openmm.System()
+    for atom in topology.atoms():
+        if atom.element is None:
+            raise TopologyMismatchError(f"topology atom {atom.index} ({atom.name}) has no element, so no mass")
+        system.addParticle(atom.element.mass)
+    vectors = topology.getPeriodicBoxVectors()
+    if vectors is not None:
+        system.setDefaultPeriodicBoxVectors(*vectors)
+    if remove_cm_motion:
+        system.addForce(openmm.CMMotionRemover())
+    add_committee_force(topology, system, model, **options)
+    return system
+
+
+def _find_committee_forces(system: Any, prefix: Optional[str]) -> List[Any]:
+    found = []
+    for force in system.getForces():
+        name = force.getName()
+        if "committee" not in name:
+            continue
+        if prefix is not None and not name.startswith(prefix + "committee"):
+            continue
+        found.append(force)
+    return found
+
+
+def read_uncertainty(context: Any, parameter_prefix: Optional[str] = None, state: Any = None) -> Uncertainty:
+    """Committee statistics at the context's current positions.
+
+    Parameters
+    ----------
+    context : openmm.Context or openmm.app.Simulation
+    parameter_prefix : str, optional
+        Which committee force (needed only when a System holds several).
+    state : openmm.State, optional
+        A state obtained with ``parameterDerivatives=True`` (torch path): its
+        values are used directly, without evaluating anything.
+
+    Returns
+    -------
+    Uncertainty
+
+    Notes
+    -----
+    Torch path: one ``getState(parameterDerivatives=True)`` evaluation, or none
+    if ``state`` is given. Python path: one energy evaluation of the committee's
+    force group; its statistics are kept by the computation.
+    """
+    context = getattr(context, "context", context)
+    system = context.getSystem()
+    forces = _find_committee_forces(system, parameter_prefix)
+    if not forces:
+        raise ValueError("the System has no advmd committee force" + (f" with prefix {parameter_prefix!r}" if parameter_prefix else ""))
+    if len(forces) > 1:
+        raise ValueError(f"the System has {len(forces)} committee forces; pass parameter_prefix to choose one")
+    force = forces[0]
+    name = force.getName()
+    if name in _COMPUTATIONS:
+        computation = _COMPUTATIONS[name]
+        context.getState(energy=True, groups={force.getForceGroup()})
+        last = computation.last
+        assert last is not None
+        return Uncertainty(**last)
+    prefix = name[: -len("committee")]
+    names = parameter_names(prefix)
+    if state is None:
+        state = context.getState(parameterDerivatives=True, groups={force.getForceGroup()})
+    derivatives = state.getEnergyParameterDerivatives()
+    values = {stat: float(derivatives[names[stat]]) for stat in STATISTICS}
+    values["max_deviation_atom"] = int(round(values["max_deviation_atom"]))
+    return Uncertainty(**values)
