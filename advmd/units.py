@@ -6,7 +6,9 @@ and ps**. Every conversion between the two happens through the constants of
 this module, at the engine boundary (:mod:`advmd.openmm`) and nowhere else.
 
 The constants are exact to double precision under the 2019 SI redefinition
-(CODATA 2018): ``1 eV = e * N_A J/mol``.
+(CODATA 2018): ``1 eV = e * N_A J/mol``. ASE's default unit table is
+CODATA 2014, which differs from these by about 1e-8 relative;
+``ase.units.create_units("2018")`` matches them exactly.
 
 Examples
 --------

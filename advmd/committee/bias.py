@@ -62,9 +62,6 @@ class NoBias(nn.Module):
         self.uses_force_uncertainty = False
         self.strength_unit = "none"
 
-    def parameters_dict(self) -> Dict[str, float]:
-        return {}
-
     def forward(self, sigma_e2: Tensor, sigma_f2: Tensor, n_atoms: int, strength: Tensor) -> Tensor:
         return torch.zeros_like(sigma_e2)
 
@@ -98,9 +95,6 @@ class UDDBias(nn.Module):
         self.n_members = int(n_members)
         self.width = float(width)
 
-    def parameters_dict(self) -> Dict[str, float]:
-        return {"n_members": self.n_members, "width": self.width}
-
     def forward(self, sigma_e2: Tensor, sigma_f2: Tensor, n_atoms: int, strength: Tensor) -> Tensor:
         squared_deviation_sum = sigma_e2 * (self.n_members - 1)
         scale = self.n_members * n_atoms * self.width * self.width
@@ -124,9 +118,6 @@ class HALBias(nn.Module):
         self.uses_force_uncertainty = True
         self.strength_unit = "length"
         self.epsilon = float(epsilon)
-
-    def parameters_dict(self) -> Dict[str, float]:
-        return {"epsilon": self.epsilon}
 
     def forward(self, sigma_e2: Tensor, sigma_f2: Tensor, n_atoms: int, strength: Tensor) -> Tensor:
         return -strength * torch.sqrt(sigma_f2 + self.epsilon * self.epsilon)
@@ -185,9 +176,6 @@ class CustomBias(nn.Module):
         self.uses_energy_uncertainty = bool(uses_energy_uncertainty)
         self.uses_force_uncertainty = bool(uses_force_uncertainty)
         self.strength_unit = strength_unit
-
-    def parameters_dict(self) -> Dict[str, float]:
-        return {}
 
     def forward(self, sigma_e2: Tensor, sigma_f2: Tensor, n_atoms: int, strength: Tensor) -> Tensor:
         return self.function(sigma_e2, sigma_f2, n_atoms, strength)

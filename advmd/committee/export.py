@@ -29,19 +29,32 @@ FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
 
 
+_ARCHITECTURE_ATTRIBUTES = ("species", "n_members", "n_features", "n_rbf", "n_interactions", "cutoff")
+_BIAS_ATTRIBUTES = ("n_members", "width", "epsilon")
+
+
+def _attributes(module: torch.nn.Module, names: Tuple[str, ...]) -> Dict[str, Any]:
+    found: Dict[str, Any] = {}
+    for name in names:
+        if hasattr(module, name):
+            value = getattr(module, name)
+            found[name] = [int(v) for v in value] if isinstance(value, (list, tuple)) else value
+    return found
+
+
 def _build_metadata(potential: torch.nn.Module, default_strength: float, extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     import advmd
 
     committee = potential.committee
     bias = potential.bias
-    if hasattr(committee, "hyperparameters"):
-        hyper = dict(committee.hyperparameters())
-    else:
-        hyper = {}
+    # Read attributes, not methods: a loaded ScriptModule keeps attributes only.
+    hyper = _attributes(committee, _ARCHITECTURE_ATTRIBUTES)
+    committee_class = getattr(committee, "original_name", None) if isinstance(committee, torch.jit.ScriptModule) else None
+    committee_class = committee_class or committee.__class__.__name__
     species = [int(z) for z in potential.species]
     if not species:
         raise ValueError("export: the committee lists no species")
-    if not potential.cutoff > 0 and committee.__class__.__name__ == "SchNetCommittee":
+    if not potential.cutoff > 0 and committee_class == "SchNetCommittee":
         raise ValueError(f"export: cutoff must be > 0 Angstrom, got {potential.cutoff}")
     first = next(iter(potential.parameters()), None)
     dtype = str(first.dtype).replace("torch.", "") if first is not None else "float32"
@@ -52,7 +65,7 @@ def _build_metadata(potential: torch.nn.Module, default_strength: float, extra: 
         "cutoff": float(potential.cutoff),
         "units": {"length": "Angstrom", "energy": "eV", "forces": "eV/Angstrom"},
         "n_members": int(potential.n_members),
-        "architecture": {"class": committee.__class__.__name__, "hyperparameters": hyper},
+        "architecture": {"class": committee_class, "hyperparameters": hyper},
         "statistics": {
             "sigma_e2": "paper Eq. 5, sample variance, divisor M-1",
             "sigma_f2": "paper Eq. 7, sample variance, divisor M-1, mean over 3N components",
@@ -60,7 +73,7 @@ def _build_metadata(potential: torch.nn.Module, default_strength: float, extra: 
         },
         "bias": {
             "form": bias.form,
-            "parameters": bias.parameters_dict() if hasattr(bias, "parameters_dict") else {},
+            "parameters": _attributes(bias, _BIAS_ATTRIBUTES),
             "strength_unit": bias.strength_unit,
             "default_strength": float(default_strength),
             "uses_energy_uncertainty": bool(bias.uses_energy_uncertainty),

@@ -426,6 +426,9 @@ def add_committee_force(topology: Any, system: Any, model: Any, **options: Any) 
         elif hasattr(existing, "getGlobalParameters"):
             taken = set(existing.getGlobalParameters())
         clash = taken & wanted
+        # Plugin forces come back from getForces() as plain openmm.Force: compare names too.
+        if existing.getName().startswith(prefix + "committee"):
+            clash = clash | {parameter_names(prefix)["bias_strength"]}
         if clash:
             raise ValueError(
                 f"the System already has global parameters {sorted(clash)}; pass another parameter_prefix"

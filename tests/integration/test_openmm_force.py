@@ -1,0 +1,235 @@
+"""The committee force inside OpenMM equals a direct model call, in OpenMM units, on both paths."""
+
+import math
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import app, unit
+
+from advmd import units
+from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, make_bias
+from advmd.errors import ModelFileError, TopologyMismatchError
+from advmd.openmm import add_committee_force, create_system, parameter_names, read_uncertainty
+from tests.conftest import BIAS_CASES, small_potential
+from tests.unit.committee.test_potential import water_box
+
+PLATFORMS = ["Reference", "CPU"]
+BACKENDS = ["torch", "python"]
+
+
+def openmm_strength(form, strength_model_units):
+    """Model-unit strength (eV, Angstrom) -> OpenMM units (kJ/mol, nm)."""
+    if form == "udd":
+        return strength_model_units * units.EV_TO_KJ_PER_MOL
+    if form == "hal":
+        return strength_model_units * units.ANGSTROM_TO_NM
+    return strength_model_units
+
+
+def make_context(system, positions, platform, box=None):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform))
+    if box is not None:
+        context.setPeriodicBoxVectors(*box)
+    context.setPositions(positions)
+    return context
+
+
+def direct_call(potential, state, numbers, strength, box=None):
+    positions = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * 10.0, dtype=torch.float64)
+    cell = None if box is None else torch.tensor(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) * 10.0)
+    return potential(positions, numbers, cell, torch.tensor(strength, dtype=torch.float64))
+
+
+def check_against_direct(context, potential, numbers, strength, rtol, periodic=False):
+    state = context.getState(energy=True, forces=True, positions=True)
+    out = direct_call(potential, state, numbers, strength, box=True if periodic else None)
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    assert energy == pytest.approx(float(out["energy"]) * units.EV_TO_KJ_PER_MOL, rel=rtol, abs=1e-6)
+    expected = out["forces"].numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
+    np.testing.assert_allclose(forces, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    return out
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form,params,strength", BIAS_CASES, ids=[c[0] for c in BIAS_CASES])
+def test_force_equals_direct_model_call(alanine_pdb, alanine, platform, backend, form, params, strength):
+    potential = small_potential(form, **params)
+    system = create_system(alanine_pdb.topology, potential, backend=backend, bias_strength=openmm_strength(form, strength))
+    context = make_context(system, alanine_pdb.positions, platform)
+    rtol = 1e-9 if platform == "Reference" else 2e-6
+    out = check_against_direct(context, potential, alanine[1], strength, rtol)
+    u = read_uncertainty(context)
+    assert u.sigma_energy == pytest.approx(math.sqrt(float(out["sigma_e2"])) * units.EV_TO_KJ_PER_MOL, rel=1e-6)
+    assert u.sigma_force == pytest.approx(math.sqrt(float(out["sigma_f2"])) * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rel=1e-6)
+    assert u.max_force_deviation == pytest.approx(float(out["max_force_deviation"]) * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rel=1e-6)
+    assert u.max_deviation_atom == int(out["max_deviation_atom"])
+    assert u.bias_energy == pytest.approx(float(out["bias_energy"]) * units.EV_TO_KJ_PER_MOL, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_periodic_box_force_equals_direct_model_call(backend):
+    positions, numbers = water_box(n_molecules=24, side=10.0)
+    topology = app.Topology()
+    chain = topology.addChain()
+    for k in range(0, len(numbers), 3):
+        residue = topology.addResidue("HOH", chain)
+        for z, name in zip(numbers[k : k + 3].tolist(), ("O", "H1", "H2")):
+            topology.addAtom(name, app.Element.getByAtomicNumber(z), residue)
+    box = [openmm.Vec3(1.0, 0, 0), openmm.Vec3(0.2, 1.0, 0), openmm.Vec3(-0.15, 0.3, 1.0)] * unit.nanometer
+    topology.setPeriodicBoxVectors(box)
+    potential = small_potential("udd", width=0.05)
+    system = create_system(topology, potential, backend=backend, bias_strength=20.0)
+    assert system.usesPeriodicBoundaryConditions()
+    context = make_context(system, positions.numpy() * 0.1, "Reference")
+    check_against_direct(context, potential, numbers, 20.0 * units.KJ_PER_MOL_TO_EV, 1e-9, periodic=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form,params", [("udd", {"width": 1.0}), ("hal", {})])
+def test_set_parameter_changes_energy_and_forces_as_the_formula_says(alanine_pdb, alanine, backend, form, params):
+    potential = small_potential(form, **params)
+    system = create_system(alanine_pdb.topology, potential, backend=backend, bias_strength=0.0)
+    context = make_context(system, alanine_pdb.positions, "Reference")
+    name = parameter_names()["bias_strength"]
+    results = {}
+    for s in (0.0, 1.0, 2.0):
+        context.setParameter(name, s)
+        state = context.getState(energy=True, forces=True)
+        results[s] = (
+            state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer),
+        )
+    out = direct_call(potential, context.getState(positions=True), alanine[1], 0.0)
+    mean_energy = float(out["mean_energy"]) * units.EV_TO_KJ_PER_MOL
+    m, n = 4, alanine[1].shape[0]
+    for s in (1.0, 2.0):
+        if form == "udd":
+            a_ev = s * units.KJ_PER_MOL_TO_EV
+            bias = a_ev * (math.exp(-(m - 1) * float(out["sigma_e2"]) / (m * n * params["width"] ** 2)) - 1.0)
+        else:
+            tau_angstrom = s * units.NM_TO_ANGSTROM
+            bias = -tau_angstrom * math.sqrt(float(out["sigma_f2"]) + 1e-12)
+        assert results[s][0] == pytest.approx(mean_energy + bias * units.EV_TO_KJ_PER_MOL, rel=1e-10)
+    # Both built-in forms are linear in their strength: forces are too.
+    np.testing.assert_allclose(results[0.0][1], out["mean_forces"].numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(results[2.0][1] - results[1.0][1], results[1.0][1] - results[0.0][1], rtol=1e-7, atol=1e-7)
+    assert np.abs(results[1.0][1] - results[0.0][1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_subset_of_atoms(alanine_pdb, alanine, backend):
+    atoms = list(range(4, 16))
+    potential = small_potential("none")
+    system = create_system(alanine_pdb.topology, potential, backend=backend, atoms=atoms)
+    context = make_context(system, alanine_pdb.positions, "Reference")
+    state = context.getState(energy=True, forces=True, positions=True)
+    positions = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * 10.0)[atoms]
+    out = potential(positions, alanine[1][atoms], None, torch.tensor(0.0, dtype=torch.float64))
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    others = [k for k in range(22) if k not in atoms]
+    assert np.all(forces[others] == 0.0)
+    np.testing.assert_allclose(forces[atoms], out["forces"].numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-9)
+    assert read_uncertainty(context).max_deviation_atom in atoms
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runs_with_any_integrator_and_changes_strength_mid_run(alanine_pdb, backend):
+    potential = small_potential("udd", width=0.05)
+    integrators = [
+        openmm.LangevinMiddleIntegrator(300, 1.0, 0.0005),
+        openmm.VerletIntegrator(0.0005),
+        openmm.BrownianIntegrator(300, 1.0, 0.0001),
+        openmm.NoseHooverIntegrator(300, 1.0, 0.0005),
+    ]
+    for integrator in integrators:
+        system = create_system(alanine_pdb.topology, potential, backend=backend, bias_strength=1.0)
+        simulation = app.Simulation(alanine_pdb.topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+        simulation.context.setPositions(alanine_pdb.positions)
+        simulation.step(5)
+        simulation.context.setParameter(parameter_names()["bias_strength"], 3.0)
+        simulation.step(5)
+        state = simulation.context.getState(energy=True, positions=True)
+        assert math.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        assert read_uncertainty(simulation).bias_energy < 0.0
+
+
+def test_python_force_survives_xml_serialization(alanine_pdb):
+    potential = small_potential("udd", width=0.05)
+    system = create_system(alanine_pdb.topology, potential, backend="python", bias_strength=5.0)
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    energies = []
+    for s in (system, copy):
+        state = make_context(s, alanine_pdb.positions, "Reference").getState(energy=True)
+        energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    assert energies[1] == pytest.approx(energies[0], rel=1e-12)
+
+
+def test_exported_file_is_a_valid_model_argument(alanine_pdb, tmp_path):
+    potential = small_potential("udd", width=0.05)
+    path = export_committee(potential, tmp_path / "c.pt", default_strength=0.1)
+    system = create_system(alanine_pdb.topology, path)
+    context = make_context(system, alanine_pdb.positions, "Reference")
+    assert context.getParameter(parameter_names()["bias_strength"]) == pytest.approx(0.1 * units.EV_TO_KJ_PER_MOL)
+
+
+def system_for(topology):
+    system = openmm.System()
+    for atom in topology.atoms():
+        system.addParticle(atom.element.mass)
+    return system
+
+
+def test_bad_input_gives_named_errors_and_leaves_the_system_untouched(alanine_pdb, tmp_path):
+    topology = alanine_pdb.topology
+    potential = small_potential("udd", width=0.05)
+    system = system_for(topology)
+    no_nitrogen = CommitteePotential(SchNetCommittee([1, 6, 8], n_members=2, n_features=8, n_rbf=4))
+    with pytest.raises(TopologyMismatchError, match=r"atom 6 \(N in residue ALA\) is element N \(Z=7\).*knows Z=\[1, 6, 8\]"):
+        add_committee_force(topology, system, no_nitrogen)
+    small = openmm.System()
+    small.addParticle(1.0)
+    with pytest.raises(TopologyMismatchError, match="System has 1 particles but the topology has 22 atoms"):
+        add_committee_force(topology, small, potential)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        add_committee_force(topology, system, tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        add_committee_force(topology, system, corrupt)
+    with pytest.raises(ValueError, match="bias_strength must be >= 0 for bias form 'udd', got -1.0"):
+        add_committee_force(topology, system, potential, bias_strength=-1.0)
+    with pytest.raises(ValueError, match="bias_strength must be finite"):
+        add_committee_force(topology, system, potential, bias_strength=float("nan"))
+    with pytest.raises(ValueError, match="bias_strength must be a number, got 'strong'"):
+        add_committee_force(topology, system, potential, bias_strength="strong")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        add_committee_force(topology, system, potential, backend="jax")
+    with pytest.raises(TopologyMismatchError, match="outside the topology's 0..21"):
+        add_committee_force(topology, system, potential, atoms=[0, 30])
+    with pytest.raises(TypeError, match="model must be the path of an exported advmd committee"):
+        add_committee_force(topology, system, 42)
+    assert system.getNumForces() == 0
+    add_committee_force(topology, system, potential)
+    with pytest.raises(ValueError, match="already has global parameters.*another parameter_prefix"):
+        add_committee_force(topology, system, potential)
+    add_committee_force(topology, system, potential, parameter_prefix="second_")
+    assert system.getNumForces() == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_positions_and_bad_runtime_strength_stop_the_evaluation(alanine_pdb, backend):
+    system = create_system(alanine_pdb.topology, small_potential("udd", width=0.05), backend=backend)
+    context = make_context(system, alanine_pdb.positions, "Reference")
+    positions = alanine_pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer).copy()
+    positions[2, 0] = np.nan
+    context.setPositions(positions)
+    with pytest.raises(Exception, match="NaN or infinite"):
+        context.getState(energy=True)
+    context.setPositions(alanine_pdb.positions)
+    context.setParameter(parameter_names()["bias_strength"], -2.0)
+    with pytest.raises(Exception, match="strength must be >= 0"):
+        context.getState(energy=True)

@@ -1,0 +1,65 @@
+"""Pair finding equals a brute-force search over periodic images."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from advmd.committee.neighbors import check_cell, neighbor_pairs
+
+
+def brute_force_pairs(positions, cutoff, cell):
+    pairs = {}
+    n = len(positions)
+    images = [np.zeros(3)] if cell is None else [np.array(k) @ cell for k in itertools.product((-1, 0, 1), repeat=3)]
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            for shift in images:
+                d = positions[j] - positions[i] + shift
+                if np.linalg.norm(d) < cutoff:
+                    assert (i, j) not in pairs, "two images within the cutoff: box too small for this test"
+                    pairs[(i, j)] = d
+    return pairs
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [None, np.diag([9.0, 10.0, 11.0]), np.array([[9.0, 0.0, 0.0], [3.0, 9.5, 0.0], [-2.5, 4.0, 10.0]])],
+    ids=["open", "orthorhombic", "triclinic"],
+)
+def test_pairs_match_brute_force(rng, cell):
+    positions = rng.uniform(0.0, 10.0, size=(60, 3))
+    cutoff = 3.5
+    cell_t = None if cell is None else torch.tensor(cell)
+    i, j, shifts = neighbor_pairs(torch.tensor(positions), cutoff, cell_t, block_size=16)
+    found = {}
+    for a, b, s in zip(i.tolist(), j.tolist(), shifts.numpy()):
+        found[(a, b)] = positions[b] - positions[a] + s
+    expected = brute_force_pairs(positions, cutoff, cell)
+    assert set(found) == set(expected)
+    for key, vector in expected.items():
+        np.testing.assert_allclose(found[key], vector, atol=1e-10)
+
+
+def test_large_box_pair_search_is_memory_bounded():
+    """3000 atoms at liquid-water density: found in blocks, never an N x N x F tensor."""
+    gen = torch.Generator().manual_seed(0)
+    side = (3000 / 0.1) ** (1.0 / 3.0)  # ~0.1 atoms per cubic Angstrom
+    positions = torch.rand((3000, 3), generator=gen, dtype=torch.float64) * side
+    cell = torch.eye(3, dtype=torch.float64) * side
+    i, j, shifts = neighbor_pairs(positions, 5.0, cell)
+    # Expected pair count: N * density * 4/3 pi r^3 (uniform random gas).
+    expected = 3000 * 0.1 * 4.0 / 3.0 * np.pi * 5.0**3
+    assert abs(len(i) - expected) / expected < 0.05
+    d = (positions[j] - positions[i] + shifts).norm(dim=1)
+    assert float(d.max()) < 5.0
+
+
+def test_check_cell_errors():
+    with pytest.raises(ValueError, match="exceeds half the smallest box width"):
+        check_cell(torch.eye(3) * 8.0, 5.0)
+    with pytest.raises(ValueError, match="lower triangular"):
+        check_cell(torch.tensor([[10.0, 1.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 10.0]]), 3.0)
