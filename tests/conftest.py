@@ -16,7 +16,7 @@ SPECIES = [1, 6, 7, 8]
 def alanine_pdb():
     from openmm import app
 
-    path = importlib.resources.files("advmd") / "data" / "alanine-dipeptide.pdb"
+    path = importlib.resources.files("advmd") / "resources" / "alanine-dipeptide.pdb"
     return app.PDBFile(str(path))
 
 

@@ -64,9 +64,14 @@ def check_cell(cell: Tensor, cutoff: float) -> None:
 
 
 def neighbor_pairs(
-    positions: Tensor, cutoff: float, cell: Optional[Tensor], block_size: int = 512
+    positions: Tensor,
+    cutoff: float,
+    cell: Optional[Tensor],
+    block_size: int = 512,
+    structure_index: Optional[Tensor] = None,
+    half: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """All ordered pairs ``(i, j)``, ``i != j``, closer than ``cutoff``.
+    """All pairs ``(i, j)`` closer than ``cutoff``: ordered (``i != j``), or half (``i < j``).
 
     Parameters
     ----------
@@ -76,11 +81,17 @@ def neighbor_pairs(
         Reduced-form periodic cell (see module doc); ``None`` for open boundaries.
     block_size : int
         Rows of the distance matrix computed at once (bounds peak memory).
+    structure_index : Tensor or None, shape (N,), dtype int64
+        For a batch of several structures in one array: the structure of each
+        atom. Atoms of different structures are never paired.
+    half : bool
+        List each pair once (``i < j``) instead of in both orders; for models
+        whose pair terms are symmetric (halves their cost).
 
     Returns
     -------
     i, j : Tensor, shape (P,), dtype int64
-        Both orderings of every pair are listed (message passing needs both).
+        Both orderings of every pair, or only ``i < j`` with ``half=True``.
     shifts : Tensor, shape (P, 3), unit Angstrom
         Constant periodic shifts, so that ``positions[j] - positions[i] + shifts``
         is the minimum-image displacement (zeros without a cell).
@@ -100,11 +111,13 @@ def neighbor_pairs(
             else:
                 wrapped = raw
             within = (wrapped * wrapped).sum(-1) < cutoff2
+            if structure_index is not None:
+                within = within & (structure_index[start:stop].unsqueeze(1) == structure_index.unsqueeze(0))
             pair_index = torch.nonzero(within)
             local_i = pair_index[:, 0]
             j = pair_index[:, 1]
             i = local_i + start
-            keep = i != j
+            keep = j > i if half else i != j
             local_i = local_i[keep]
             i = i[keep]
             j = j[keep]

@@ -173,8 +173,21 @@ class SchNetCommittee(nn.Module):
         -------
         Tensor, shape (M,), unit eV
         """
+        return self.atomic_energies(member_positions, atomic_numbers, cell, None).sum(-1)
+
+    @torch.jit.export
+    def atomic_energies(
+        self, member_positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], structure_index: Optional[Tensor]
+    ) -> Tensor:
+        """Per-atom energies of every member, shape (M, N), unit eV.
+
+        ``structure_index`` (N,) lets one call evaluate a batch of structures
+        concatenated along the atom axis (training); ``None`` for one structure.
+        """
         species = self.species_index[atomic_numbers]
-        i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell)
+        # Half pair list: filters depend on |r_ij| only, so each is computed once and
+        # carries messages both ways (j -> i and i -> j).
+        i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 512, structure_index, True)
         vectors = member_positions[:, j] - member_positions[:, i] + shifts
         distances = torch.sqrt((vectors * vectors).sum(-1))
         rbf = torch.exp(-self.rbf_gamma * (distances.unsqueeze(-1) - self.rbf_centers) ** 2)
@@ -185,15 +198,13 @@ class SchNetCommittee(nn.Module):
             hidden = shifted_softplus(_dense(rbf, self.filter_w1[t], self.filter_b1[t]))
             filters = _dense(hidden, self.filter_w2[t], self.filter_b2[t]) * envelope
             y = _dense(x, self.in2f_w[t], None)
-            messages = y[:, j] * filters
-            aggregated = torch.zeros_like(y).index_add_(1, i, messages)
+            aggregated = torch.zeros_like(y).index_add_(1, i, y[:, j] * filters).index_add_(1, j, y[:, i] * filters)
             update = shifted_softplus(_dense(aggregated, self.f2out_w1[t], self.f2out_b1[t]))
             x = x + _dense(update, self.f2out_w2[t], self.f2out_b2[t])
 
         hidden = shifted_softplus(_dense(x, self.out_w1, self.out_b1))
         atomic = _dense(hidden, self.out_w2, self.out_b2).squeeze(-1)
-        atomic = atomic * self.energy_scale + self.atomic_energy_shift[species]
-        return atomic.sum(-1)
+        return atomic * self.energy_scale + self.atomic_energy_shift[species]
 
     @torch.jit.unused
     def select_members(self, members: Sequence[int]) -> "SchNetCommittee":

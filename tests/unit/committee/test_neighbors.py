@@ -42,6 +42,20 @@ def test_pairs_match_brute_force(rng, cell):
     assert set(found) == set(expected)
     for key, vector in expected.items():
         np.testing.assert_allclose(found[key], vector, atol=1e-10)
+    hi, hj, hshifts = neighbor_pairs(torch.tensor(positions), cutoff, cell_t, block_size=16, half=True)
+    assert bool((hj > hi).all())
+    half = {(a, b): positions[b] - positions[a] + s for a, b, s in zip(hi.tolist(), hj.tolist(), hshifts.numpy())}
+    assert set(half) == {key for key in expected if key[0] < key[1]}
+    for key, vector in half.items():
+        np.testing.assert_allclose(vector, expected[key], atol=1e-10)
+
+
+def test_structures_in_one_batch_are_never_paired(rng):
+    positions = torch.tensor(rng.uniform(0.0, 4.0, size=(20, 3)))
+    structure_index = torch.tensor([0] * 8 + [1] * 12)
+    i, j, _ = neighbor_pairs(positions, 10.0, None, structure_index=structure_index)
+    assert bool((structure_index[i] == structure_index[j]).all())
+    assert len(i) == 8 * 7 + 12 * 11
 
 
 def test_large_box_pair_search_is_memory_bounded():

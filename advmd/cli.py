@@ -1,0 +1,129 @@
+"""Command-line interface: ``advmd <verb>``.
+
+Verbs
+-----
+demo
+    Alanine dipeptide in vacuum driven by the shipped committee inside OpenMM,
+    with the UDD uncertainty bias switched on half-way through the run through
+    ``context.setParameter`` (no rebuild). Prints energy, temperature and the
+    committee uncertainty at every report.
+info
+    Print the metadata of an exported committee file (the model is not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from typing import List, Optional, TextIO
+
+__all__ = ["main"]
+
+
+def _write(stream: TextIO, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    import openmm
+    from openmm import app, unit
+
+    from advmd.committee import read_metadata
+    from advmd.openmm import create_system, parameter_names, read_uncertainty
+    from advmd.systems import alanine_dipeptide, resource_path
+
+    if args.steps < 1 or args.report_interval < 1:
+        raise SystemExit(f"advmd demo: --steps ({args.steps}) and --report-interval ({args.report_interval}) must be >= 1")
+    if not (math.isfinite(args.bias_strength) and args.bias_strength >= 0):
+        raise SystemExit(f"advmd demo: --bias-strength must be a finite number >= 0 kJ/mol, got {args.bias_strength}")
+    model = args.model or str(resource_path("alanine-dipeptide-committee.pt"))
+    metadata = read_metadata(model)
+    topology, positions = alanine_dipeptide()
+    system = create_system(topology, model, backend=args.backend, bias_strength=0.0)
+    integrator = openmm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, 1.0 / unit.picosecond, args.timestep * unit.femtoseconds)
+    integrator.setRandomNumberSeed(args.seed + 1)
+    platform = openmm.Platform.getPlatformByName(args.platform)
+    simulation = app.Simulation(topology, system, integrator, platform)
+    simulation.context.setPositions(positions)
+    simulation.minimizeEnergy(maxIterations=200)
+    simulation.context.setVelocitiesToTemperature(args.temperature * unit.kelvin, args.seed + 1)
+    strength_name = parameter_names()["bias_strength"]
+    dof = 3 * system.getNumParticles() - 3  # CMMotionRemover removes 3
+    k_b = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+
+    _write(out, f"advmd demo: alanine dipeptide, committee of {metadata['n_members']} ({metadata['architecture']['class']}), "
+                f"bias {metadata['bias']['form']}, backend {args.backend}, platform {args.platform}")
+    _write(out, f"  {args.steps} steps of {args.timestep} fs at {args.temperature} K; bias strength 0 until step {args.steps // 2}, "
+                f"then {args.bias_strength} kJ/mol (set with context.setParameter('{strength_name}', ...))")
+    header = f"{'step':>7} {'time/ps':>8} {'E_pot/kJmol':>12} {'T/K':>7} {'sigE/kJmol':>10} {'sigF/kJmol/nm':>13} {'maxdev':>8} {'atom':>4} {'bias/kJmol':>10} {'ns/day':>7}"
+    _write(out, header)
+    start = time.perf_counter()
+    done = 0
+    while done < args.steps:
+        chunk = min(args.report_interval, args.steps - done)
+        if done < args.steps // 2 <= done + chunk and args.bias_strength > 0:
+            first = args.steps // 2 - done
+            if first:
+                simulation.step(first)
+            simulation.context.setParameter(strength_name, args.bias_strength)
+            if chunk - first:
+                simulation.step(chunk - first)
+        else:
+            simulation.step(chunk)
+        done += chunk
+        state = simulation.context.getState(energy=True, parameterDerivatives=args.backend == "torch")
+        u = read_uncertainty(simulation.context, state=state if args.backend == "torch" else None)
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temperature = 2.0 * state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / (dof * k_b)
+        elapsed = time.perf_counter() - start
+        ns_per_day = done * args.timestep * 1e-6 / elapsed * 86400.0 if elapsed > 0 else float("nan")
+        _write(out, f"{done:>7d} {done * args.timestep / 1000:>8.3f} {energy:>12.2f} {temperature:>7.1f} {u.sigma_energy:>10.3f} "
+                    f"{u.sigma_force:>13.2f} {u.max_force_deviation:>8.2f} {u.max_deviation_atom:>4d} {u.bias_energy:>10.3f} {ns_per_day:>7.2f}")
+        if not math.isfinite(energy):
+            _write(out, "advmd demo: energy is not finite; stopping")
+            return 1
+    return 0
+
+
+def _info(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.committee import read_metadata
+
+    _write(out, json.dumps(read_metadata(args.model), indent=2, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advmd", description="Committees of NN potentials in real MD.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    demo = verbs.add_parser("demo", help="committee MD of alanine dipeptide with the uncertainty bias")
+    demo.add_argument("--model", default=None, help="exported committee file (default: the shipped alanine dipeptide committee)")
+    demo.add_argument("--steps", type=int, default=4000, help="MD steps (default 4000 = 2 ps)")
+    demo.add_argument("--report-interval", type=int, default=250, help="steps between printed reports")
+    demo.add_argument("--timestep", type=float, default=0.5, help="fs (unconstrained hydrogens)")
+    demo.add_argument("--temperature", type=float, default=300.0, help="K")
+    demo.add_argument("--bias-strength", type=float, default=20.0, help="UDD amplitude A in kJ/mol, switched on half-way")
+    demo.add_argument("--backend", choices=("torch", "python"), default="torch", help="TorchForce or PythonForce")
+    demo.add_argument("--platform", default="CPU", help="OpenMM platform (Reference, CPU, CUDA, OpenCL)")
+    demo.add_argument("--seed", type=int, default=0)
+
+    info = verbs.add_parser("info", help="print an exported committee's metadata")
+    info.add_argument("model", help="exported committee file")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    handlers = {"demo": _demo, "info": _info}
+    return handlers[args.verb](args, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The CLI: info prints metadata; demo runs MD, reports uncertainty, and switches the bias on mid-run."""
+
+import io
+import json
+
+import pytest
+
+from advmd.cli import main
+from advmd.committee import export_committee
+from tests.conftest import small_potential
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    return export_committee(small_potential("udd", width=1.0), tmp_path / "c.pt")
+
+
+def test_info_prints_metadata(model_file):
+    out = io.StringIO()
+    assert main(["info", str(model_file)], out=out) == 0
+    assert json.loads(out.getvalue())["bias"]["form"] == "udd"
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_demo_runs_and_switches_the_bias_on(model_file, backend):
+    out = io.StringIO()
+    code = main(["demo", "--model", str(model_file), "--steps", "40", "--report-interval", "10", "--bias-strength", "50",
+                 "--backend", backend, "--platform", "Reference", "--timestep", "0.2"], out=out)
+    assert code == 0
+    rows = [line.split() for line in out.getvalue().splitlines()]
+    rows = [r for r in rows if len(r) == 10 and r[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [10, 20, 30, 40]
+    bias = [float(r[8]) for r in rows]
+    assert bias[0] == 0.0  # strength 0 before step 20
+    assert all(b < 0.0 for b in bias[1:])  # switched on at step 20: UDD lowers the energy
+    assert all(float(r[5]) > 0 for r in rows)  # sigma_F reported
+
+
+def test_demo_rejects_bad_arguments(model_file):
+    with pytest.raises(SystemExit, match="--bias-strength must be a finite number >= 0"):
+        main(["demo", "--model", str(model_file), "--bias-strength", "-5"], out=io.StringIO())
+    with pytest.raises(SystemExit, match="--steps \\(0\\)"):
+        main(["demo", "--model", str(model_file), "--steps", "0"], out=io.StringIO())
