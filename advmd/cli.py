@@ -45,7 +45,9 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     metadata = read_metadata(model)
     topology, positions = alanine_dipeptide()
     system = create_system(topology, model, backend=args.backend, bias_strength=0.0)
-    integrator = openmm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, 1.0 / unit.picosecond, args.timestep * unit.femtoseconds)
+    integrator = openmm.LangevinMiddleIntegrator(
+        args.temperature * unit.kelvin, 1.0 / unit.picosecond, args.timestep * unit.femtoseconds
+    )
     integrator.setRandomNumberSeed(args.seed + 1)
     platform = openmm.Platform.getPlatformByName(args.platform)
     simulation = app.Simulation(topology, system, integrator, platform)
@@ -56,11 +58,20 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     dof = 3 * system.getNumParticles() - 3  # CMMotionRemover removes 3
     k_b = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
-    _write(out, f"advmd demo: alanine dipeptide, committee of {metadata['n_members']} ({metadata['architecture']['class']}), "
-                f"bias {metadata['bias']['form']}, backend {args.backend}, platform {args.platform}")
-    _write(out, f"  {args.steps} steps of {args.timestep} fs at {args.temperature} K; bias strength 0 until step {args.steps // 2}, "
-                f"then {args.bias_strength} kJ/mol (set with context.setParameter('{strength_name}', ...))")
-    header = f"{'step':>7} {'time/ps':>8} {'E_pot/kJmol':>12} {'T/K':>7} {'sigE/kJmol':>10} {'sigF/kJmol/nm':>13} {'maxdev':>8} {'atom':>4} {'bias/kJmol':>10} {'ns/day':>7}"
+    _write(
+        out,
+        f"advmd demo: alanine dipeptide, committee of {metadata['n_members']} ({metadata['architecture']['class']}), "
+        f"bias {metadata['bias']['form']}, backend {args.backend}, platform {args.platform}",
+    )
+    _write(
+        out,
+        f"  {args.steps} steps of {args.timestep} fs at {args.temperature} K; bias strength 0 until step {args.steps // 2}, "
+        f"then {args.bias_strength} kJ/mol (set with context.setParameter('{strength_name}', ...))",
+    )
+    header = (
+        f"{'step':>7} {'time/ps':>8} {'E_pot/kJmol':>12} {'T/K':>7} {'sigE/kJmol':>10} {'sigF/kJmol/nm':>13} "
+        f"{'maxdev':>8} {'atom':>4} {'bias/kJmol':>10} {'ns/day':>7}"
+    )
     _write(out, header)
     start = time.perf_counter()
     done = 0
@@ -82,8 +93,12 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         temperature = 2.0 * state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / (dof * k_b)
         elapsed = time.perf_counter() - start
         ns_per_day = done * args.timestep * 1e-6 / elapsed * 86400.0 if elapsed > 0 else float("nan")
-        _write(out, f"{done:>7d} {done * args.timestep / 1000:>8.3f} {energy:>12.2f} {temperature:>7.1f} {u.sigma_energy:>10.3f} "
-                    f"{u.sigma_force:>13.2f} {u.max_force_deviation:>8.2f} {u.max_deviation_atom:>4d} {u.bias_energy:>10.3f} {ns_per_day:>7.2f}")
+        _write(
+            out,
+            f"{done:>7d} {done * args.timestep / 1000:>8.3f} {energy:>12.2f} {temperature:>7.1f} {u.sigma_energy:>10.3f} "
+            f"{u.sigma_force:>13.2f} {u.max_force_deviation:>8.2f} {u.max_deviation_atom:>4d} {u.bias_energy:>10.3f} "
+            f"{ns_per_day:>7.2f}",
+        )
         if not math.isfinite(energy):
             _write(out, "advmd demo: energy is not finite; stopping")
             return 1

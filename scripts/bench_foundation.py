@@ -98,8 +98,10 @@ def main() -> None:
     rows.append(("OpenMM step, TorchForce, HAL sigma_F bias on", t_hal * 1e3, "ms", None))
     rows.append(("ratio sigma_F-bias step / mean-only step", t_hal / t_torch, "x", None))
 
-    print(f"advmd foundation benchmark  torch {torch.__version__}  openmm {openmm.__version__}  "
-          f"threads {torch.get_num_threads()}  platform {args.platform}  repeats {args.repeats} (medians)")
+    print(
+        f"advmd foundation benchmark  torch {torch.__version__}  openmm {openmm.__version__}  "
+        f"threads {torch.get_num_threads()}  platform {args.platform}  repeats {args.repeats} (medians)"
+    )
     width = max(len(r[0]) for r in rows)
     for name, value, unit_name, target in rows:
         print(f"  {name:<{width}}  {value:8.3f} {unit_name:<2}  {'target ' + target if target else ''}")

@@ -48,12 +48,17 @@ def main() -> None:
     logging.info("sampled and labelled %d frames in %.1f s", len(frames), time.perf_counter() - t0)
     data = StructureSet.from_arrays(numbers, frames, energies, forces)
 
-    committee = SchNetCommittee(sorted(set(numbers)), n_members=5, n_features=64, n_rbf=32, n_interactions=3, cutoff=5.0, seed=args.seed)
+    committee = SchNetCommittee(
+        sorted(set(numbers)), n_members=5, n_features=64, n_rbf=32, n_interactions=3, cutoff=5.0, seed=args.seed
+    )
     config = TrainingConfig(epochs=args.epochs, batch_size=16, learning_rate=2e-3, seed=args.seed)
     result = train_committee(committee, data, config)
     logging.info(
         "trained in %.0f s (%.0f structures/s): validation committee-mean RMSE E %.4f eV, F %.4f eV/A",
-        result.seconds, result.structures_per_second, result.validation_mean_energy_rmse, result.validation_mean_force_rmse,
+        result.seconds,
+        result.structures_per_second,
+        result.validation_mean_energy_rmse,
+        result.validation_mean_force_rmse,
     )
     member_e, _ = predict(committee, data)
     sigma_e2 = np.var(member_e, axis=0, ddof=1)
@@ -65,7 +70,12 @@ def main() -> None:
     out = args.out or str(resource_path("alanine-dipeptide.pdb").parent / "alanine-dipeptide-committee.pt")
     summary = {
         "training": {k: v for k, v in result.as_dict().items() if k != "history"},
-        "data": {"frames": len(frames), "temperatures_k": [300, 600], "labeler": "amber14-all.xml (OpenMM, no cutoff, unconstrained)", "seed": args.seed},
+        "data": {
+            "frames": len(frames),
+            "temperatures_k": [300, 600],
+            "labeler": "amber14-all.xml (OpenMM, no cutoff, unconstrained)",
+            "seed": args.seed,
+        },
         "sigma_e2_train_percentiles_ev2": {str(p): float(np.percentile(sigma_e2, p)) for p in (50, 90, 99)},
     }
     export_committee(potential, out, default_strength=0.0, extra_metadata={"demo": summary})

@@ -39,6 +39,23 @@ def small_potential(form="none", n_members=4, seed=0, cutoff=4.0, **bias_paramet
     return CommitteePotential(committee, make_bias(form, n_members, **bias_parameters)).double()
 
 
+def available_platforms():
+    """OpenMM platforms that can run a context here: Reference and CPU always, CUDA/OpenCL where present."""
+    import openmm
+
+    names = []
+    for name in ("Reference", "CPU", "CUDA", "OpenCL"):
+        try:
+            platform = openmm.Platform.getPlatformByName(name)
+            system = openmm.System()
+            system.addParticle(1.0)
+            openmm.Context(system, openmm.VerletIntegrator(0.001), platform)
+        except Exception:
+            continue
+        names.append(name)
+    return names
+
+
 BIAS_CASES = [("none", {}, 0.0), ("udd", {"width": 1.0}, 0.3), ("hal", {}, 0.2)]
 
 

@@ -32,7 +32,6 @@ Built-in forms
     gradient finite when all members agree; changes sigma_F by at most eps).
 """
 
-
 import math
 import os
 from typing import Callable, Dict, Union

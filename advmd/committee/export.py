@@ -162,9 +162,7 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
                 )
             metadata = json.loads(archive.read(names[0]).decode("utf-8"))
     except zipfile.BadZipFile as error:
-        raise ModelFileError(
-            f"model file {str(path)!r} is corrupt or not a TorchScript archive; re-export it"
-        ) from error
+        raise ModelFileError(f"model file {str(path)!r} is corrupt or not a TorchScript archive; re-export it") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFileError(f"model file {str(path)!r} has unreadable metadata; re-export it") from error
     if metadata.get("format") != "advmd-committee":
@@ -177,7 +175,9 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
     return metadata
 
 
-def load_committee(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
+def load_committee(
+    path: PathLike, map_location: Union[str, torch.device] = "cpu"
+) -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
     """Load an exported committee potential and its metadata.
 
     Returns

@@ -11,7 +11,6 @@ The members are evaluated in turn inside one scripted call; each receives its
 own copy of the coordinates so one backward pass yields every member's forces.
 """
 
-
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Union

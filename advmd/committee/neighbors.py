@@ -12,7 +12,6 @@ minimum image is unique. Orthorhombic boxes are the special case of a
 diagonal cell.
 """
 
-
 from typing import Optional, Tuple
 
 import torch
@@ -52,8 +51,7 @@ def check_cell(cell: Tensor, cutoff: float) -> None:
     upper = torch.stack([cell[0, 1], cell[0, 2], cell[1, 2]])
     if bool((upper.abs() > 1e-6 * cell.diagonal().abs().max()).any()):
         raise ValueError(
-            "cell must be lower triangular (OpenMM reduced form: a=(ax,0,0), b=(bx,by,0)); "
-            "rotate the system into that form first"
+            "cell must be lower triangular (OpenMM reduced form: a=(ax,0,0), b=(bx,by,0)); rotate the system into that form first"
         )
     half_width = 0.5 * float(cell.diagonal().min())
     if cutoff > half_width:

@@ -19,7 +19,6 @@ Units: Angstrom, eV. Statistics use the estimators named in
 :mod:`advmd.committee.statistics` (``M-1`` for Eq. 5 and 7).
 """
 
-
 from typing import Dict, List, Optional
 
 import torch
@@ -66,9 +65,7 @@ class CommitteePotential(nn.Module):
         super().__init__()
         n_members = int(getattr(committee, "n_members"))
         if n_members < 2:
-            raise ValueError(
-                f"a committee potential needs at least 2 members for Eq. 5/7 statistics, got {n_members}"
-            )
+            raise ValueError(f"a committee potential needs at least 2 members for Eq. 5/7 statistics, got {n_members}")
         self.committee = committee
         self.bias = bias if bias is not None else NoBias()
         self.n_members = n_members
@@ -80,9 +77,7 @@ class CommitteePotential(nn.Module):
         self.bias_linear_in_strength = builtin
         self.bias_nonnegative_strength = builtin
 
-    def forward(
-        self, positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], strength: Tensor
-    ) -> Dict[str, Tensor]:
+    def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], strength: Tensor) -> Dict[str, Tensor]:
         """Evaluate for MD: outputs carry no autograd graph (see :meth:`evaluate`)."""
         return self.evaluate(positions, atomic_numbers, cell, strength, False)
 

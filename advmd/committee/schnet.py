@@ -13,7 +13,6 @@ independent models: they share no trainable parameter.
 Units: Angstrom in, eV out.
 """
 
-
 import math
 from typing import List, Optional, Sequence
 

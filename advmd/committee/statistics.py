@@ -14,7 +14,6 @@ on ``n`` atoms:
 All statistics need ``M >= 2``.
 """
 
-
 from typing import Tuple
 
 import torch

@@ -65,5 +65,8 @@ class OpenMMLabeler:
             self.context.setPositions(frame * units.ANGSTROM_TO_NM)
             state = self.context.getState(energy=True, forces=True)
             energies[k] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * units.KJ_PER_MOL_TO_EV
-            forces[k] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer) / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
+            forces[k] = (
+                state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+                / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
+            )
         return energies, forces

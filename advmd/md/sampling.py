@@ -54,7 +54,9 @@ def langevin_frames(
     for name, value in (("n_frames", n_frames), ("steps_between_frames", steps_between_frames)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    integrator = openmm.LangevinMiddleIntegrator(temperature_k * unit.kelvin, friction_per_ps / unit.picosecond, timestep_fs * unit.femtoseconds)
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature_k * unit.kelvin, friction_per_ps / unit.picosecond, timestep_fs * unit.femtoseconds
+    )
     integrator.setRandomNumberSeed(int(seed) + 1)  # OpenMM treats seed 0 as "choose one at random"
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPositions(positions)

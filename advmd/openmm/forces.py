@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from advmd import units
 from advmd.committee.export import load_committee
 from advmd.committee.neighbors import check_cell
-from advmd.errors import ModelFileError, TopologyMismatchError
+from advmd.errors import TopologyMismatchError
 
 __all__ = [
     "create_committee_force",
@@ -96,7 +96,14 @@ def parameter_names(prefix: str = "advmd_") -> Dict[str, str]:
 class _OpenMMBoundary(nn.Module):
     """Converts OpenMM inputs to the committee's units and back (shared by both paths)."""
 
-    def __init__(self, potential: nn.Module, atomic_numbers: Tensor, atom_indices: Optional[Tensor], n_particles: int, strength_factor: float) -> None:
+    def __init__(
+        self,
+        potential: nn.Module,
+        atomic_numbers: Tensor,
+        atom_indices: Optional[Tensor],
+        n_particles: int,
+        strength_factor: float,
+    ) -> None:
         super().__init__()
         self.potential = potential
         self.register_buffer("atomic_numbers", atomic_numbers)
@@ -147,7 +154,9 @@ class _OpenMMBoundary(nn.Module):
 class _TorchForceModule(_OpenMMBoundary):
     """Scripted module for ``TorchForce`` without periodic boundaries."""
 
-    def forward(self, positions: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self, positions: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor
+    ) -> Tuple[Tensor, Tensor]:
         energy, forces, stats = self.statistics(positions, None, strength)
         return self.with_probes(energy, stats, p0, p1, p2, p3, p4), forces
 
@@ -155,7 +164,9 @@ class _TorchForceModule(_OpenMMBoundary):
 class _PeriodicTorchForceModule(_OpenMMBoundary):
     """Scripted module for ``TorchForce`` with periodic boundaries."""
 
-    def forward(self, positions: Tensor, box: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self, positions: Tensor, box: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor
+    ) -> Tuple[Tensor, Tensor]:
         energy, forces, stats = self.statistics(positions, box, strength)
         return self.with_probes(energy, stats, p0, p1, p2, p3, p4), forces
 
@@ -187,7 +198,9 @@ class CommitteeComputation:
         strength = torch.tensor(float(state.getParameters()[self.strength_name]), dtype=torch.float64, device=self.device)
         box: Optional[Tensor] = None
         if self.periodic:
-            box = torch.as_tensor(np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value), dtype=torch.float64, device=self.device)
+            box = torch.as_tensor(
+                np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value), dtype=torch.float64, device=self.device
+            )
         energy, forces, stats = self.boundary.statistics(positions, box, strength)
         values = stats.cpu().numpy()
         self.last = {name: float(v) for name, v in zip(STATISTICS, values)}
@@ -197,7 +210,12 @@ class CommitteeComputation:
     def __getstate__(self) -> Dict[str, Any]:
         buffer = io.BytesIO()
         torch.jit.save(self.boundary, buffer)
-        return {"boundary": buffer.getvalue(), "strength_name": self.strength_name, "periodic": self.periodic, "device": str(self.device)}
+        return {
+            "boundary": buffer.getvalue(),
+            "strength_name": self.strength_name,
+            "periodic": self.periodic,
+            "device": str(self.device),
+        }
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.boundary = torch.jit.load(io.BytesIO(state["boundary"]), map_location=state["device"])
@@ -245,9 +263,7 @@ def _resolve_model(model: Any) -> Tuple[nn.Module, Dict[str, Any]]:
         }
         scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
         return scripted, info
-    raise TypeError(
-        f"model must be the path of an exported advmd committee or a CommitteePotential, got {type(model).__name__}"
-    )
+    raise TypeError(f"model must be the path of an exported advmd committee or a CommitteePotential, got {type(model).__name__}")
 
 
 def _topology_atomic_numbers(topology: Any, atoms: Sequence[int], species: Sequence[int]) -> Tensor:
@@ -430,9 +446,7 @@ def add_committee_force(topology: Any, system: Any, model: Any, **options: Any) 
         if existing.getName().startswith(prefix + "committee"):
             clash = clash | {parameter_names(prefix)["bias_strength"]}
         if clash:
-            raise ValueError(
-                f"the System already has global parameters {sorted(clash)}; pass another parameter_prefix"
-            )
+            raise ValueError(f"the System already has global parameters {sorted(clash)}; pass another parameter_prefix")
     force = create_committee_force(topology, model, **options)
     system.addForce(force)
     return force
@@ -504,7 +518,9 @@ def read_uncertainty(context: Any, parameter_prefix: Optional[str] = None, state
     system = context.getSystem()
     forces = _find_committee_forces(system, parameter_prefix)
     if not forces:
-        raise ValueError("the System has no advmd committee force" + (f" with prefix {parameter_prefix!r}" if parameter_prefix else ""))
+        raise ValueError(
+            "the System has no advmd committee force" + (f" with prefix {parameter_prefix!r}" if parameter_prefix else "")
+        )
     if len(forces) > 1:
         raise ValueError(f"the System has {len(forces)} committee forces; pass parameter_prefix to choose one")
     force = forces[0]

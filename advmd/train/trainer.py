@@ -49,7 +49,9 @@ class StructureSet:
     offsets: np.ndarray
 
     @classmethod
-    def from_arrays(cls, numbers: Sequence[int], positions: np.ndarray, energies: np.ndarray, forces: np.ndarray) -> "StructureSet":
+    def from_arrays(
+        cls, numbers: Sequence[int], positions: np.ndarray, energies: np.ndarray, forces: np.ndarray
+    ) -> "StructureSet":
         """Structures of one composition: positions/forces (S, N, 3), energies (S,), numbers (N,)."""
         positions = np.asarray(positions, dtype=np.float64)
         forces = np.asarray(forces, dtype=np.float64)
@@ -71,10 +73,18 @@ class StructureSet:
 
     def subset(self, indices: Sequence[int]) -> "StructureSet":
         indices = np.asarray(indices, dtype=np.int64)
-        atoms = np.concatenate([np.arange(self.offsets[k], self.offsets[k + 1]) for k in indices]) if len(indices) else np.zeros(0, np.int64)
+        atoms = (
+            np.concatenate([np.arange(self.offsets[k], self.offsets[k + 1]) for k in indices])
+            if len(indices)
+            else np.zeros(0, np.int64)
+        )
         sizes = self.offsets[indices + 1] - self.offsets[indices]
         return StructureSet(
-            self.numbers[atoms], self.positions[atoms], self.forces[atoms], self.energies[indices], np.concatenate([[0], np.cumsum(sizes)])
+            self.numbers[atoms],
+            self.positions[atoms],
+            self.forces[atoms],
+            self.energies[indices],
+            np.concatenate([[0], np.cumsum(sizes)]),
         )
 
     def batch(self, indices: Sequence[int], dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -162,7 +172,9 @@ def fit_reference_energies(data: StructureSet, species: Sequence[int]) -> np.nda
     return shifts
 
 
-def _member_outputs(committee: torch.nn.Module, numbers: Tensor, positions: Tensor, structure_index: Tensor, n_structures: int, create_graph: bool) -> Tuple[Tensor, Tensor]:
+def _member_outputs(
+    committee: torch.nn.Module, numbers: Tensor, positions: Tensor, structure_index: Tensor, n_structures: int, create_graph: bool
+) -> Tuple[Tensor, Tensor]:
     m = committee.n_members
     member_positions = positions.unsqueeze(0).repeat(m, 1, 1).requires_grad_(True)
     atomic = committee.atomic_energies(member_positions, numbers, None, structure_index)
@@ -184,7 +196,9 @@ def predict(committee: torch.nn.Module, data: StructureSet, batch_size: int = 64
     return np.concatenate(energies, axis=1), np.concatenate(forces, axis=1)
 
 
-def _losses(committee, data: StructureSet, idx: np.ndarray, weights: Tensor, config: TrainingConfig, create_graph: bool) -> Tensor:
+def _losses(
+    committee, data: StructureSet, idx: np.ndarray, weights: Tensor, config: TrainingConfig, create_graph: bool
+) -> Tensor:
     dtype = next(committee.parameters()).dtype
     numbers, positions, structure_index, energies, forces = data.batch(idx, dtype)
     pred_e, pred_f = _member_outputs(committee, numbers, positions, structure_index, len(idx), create_graph)
@@ -273,11 +287,24 @@ def train_committee(
             val_loss += float(_losses(committee, validation, idx, val_weights[:, idx], config, False).mean().detach()) * len(idx)
         val_loss /= len(validation)
         scheduler.step(val_loss)
-        history.append({"epoch": epoch, "train_loss": train_loss / len(data), "validation_loss": val_loss, "lr": optimizer.param_groups[0]["lr"]})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss / len(data),
+                "validation_loss": val_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(committee.state_dict())
         if epoch % 10 == 0 or epoch == config.epochs - 1:
-            logger.info("epoch %d train %.5f validation %.5f lr %.1e", epoch, train_loss / len(data), val_loss, optimizer.param_groups[0]["lr"])
+            logger.info(
+                "epoch %d train %.5f validation %.5f lr %.1e",
+                epoch,
+                train_loss / len(data),
+                val_loss,
+                optimizer.param_groups[0]["lr"],
+            )
         if epoch - best_epoch >= config.early_stopping_patience:
             logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
             break

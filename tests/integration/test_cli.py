@@ -24,8 +24,26 @@ def test_info_prints_metadata(model_file):
 @pytest.mark.parametrize("backend", ["torch", "python"])
 def test_demo_runs_and_switches_the_bias_on(model_file, backend):
     out = io.StringIO()
-    code = main(["demo", "--model", str(model_file), "--steps", "40", "--report-interval", "10", "--bias-strength", "50",
-                 "--backend", backend, "--platform", "Reference", "--timestep", "0.2"], out=out)
+    code = main(
+        [
+            "demo",
+            "--model",
+            str(model_file),
+            "--steps",
+            "40",
+            "--report-interval",
+            "10",
+            "--bias-strength",
+            "50",
+            "--backend",
+            backend,
+            "--platform",
+            "Reference",
+            "--timestep",
+            "0.2",
+        ],
+        out=out,
+    )
     assert code == 0
     rows = [line.split() for line in out.getvalue().splitlines()]
     rows = [r for r in rows if len(r) == 10 and r[0].isdigit()]

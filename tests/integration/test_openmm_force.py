@@ -12,10 +12,10 @@ from advmd import units
 from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, make_bias
 from advmd.errors import ModelFileError, TopologyMismatchError
 from advmd.openmm import add_committee_force, create_system, parameter_names, read_uncertainty
-from tests.conftest import BIAS_CASES, small_potential
+from tests.conftest import BIAS_CASES, SPECIES, available_platforms, small_committee, small_potential
 from tests.unit.committee.test_potential import water_box
 
-PLATFORMS = ["Reference", "CPU"]
+PLATFORMS = available_platforms()
 BACKENDS = ["torch", "python"]
 
 
@@ -60,12 +60,14 @@ def test_force_equals_direct_model_call(alanine_pdb, alanine, platform, backend,
     potential = small_potential(form, **params)
     system = create_system(alanine_pdb.topology, potential, backend=backend, bias_strength=openmm_strength(form, strength))
     context = make_context(system, alanine_pdb.positions, platform)
-    rtol = 1e-9 if platform == "Reference" else 2e-6
+    rtol = 1e-9 if platform == "Reference" else 2e-6  # CPU/GPU platforms hold positions and forces in single precision
     out = check_against_direct(context, potential, alanine[1], strength, rtol)
     u = read_uncertainty(context)
     assert u.sigma_energy == pytest.approx(math.sqrt(float(out["sigma_e2"])) * units.EV_TO_KJ_PER_MOL, rel=1e-6)
     assert u.sigma_force == pytest.approx(math.sqrt(float(out["sigma_f2"])) * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rel=1e-6)
-    assert u.max_force_deviation == pytest.approx(float(out["max_force_deviation"]) * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rel=1e-6)
+    assert u.max_force_deviation == pytest.approx(
+        float(out["max_force_deviation"]) * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rel=1e-6
+    )
     assert u.max_deviation_atom == int(out["max_deviation_atom"])
     assert u.bias_energy == pytest.approx(float(out["bias_energy"]) * units.EV_TO_KJ_PER_MOL, rel=1e-6, abs=1e-9)
 
@@ -115,7 +117,9 @@ def test_set_parameter_changes_energy_and_forces_as_the_formula_says(alanine_pdb
             bias = -tau_angstrom * math.sqrt(float(out["sigma_f2"]) + 1e-12)
         assert results[s][0] == pytest.approx(mean_energy + bias * units.EV_TO_KJ_PER_MOL, rel=1e-10)
     # Both built-in forms are linear in their strength: forces are too.
-    np.testing.assert_allclose(results[0.0][1], out["mean_forces"].numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        results[0.0][1], out["mean_forces"].numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-9, atol=1e-9
+    )
     np.testing.assert_allclose(results[2.0][1] - results[1.0][1], results[1.0][1] - results[0.0][1], rtol=1e-7, atol=1e-7)
     assert np.abs(results[1.0][1] - results[0.0][1]).max() > 1e-3
 
@@ -155,6 +159,23 @@ def test_runs_with_any_integrator_and_changes_strength_mid_run(alanine_pdb, back
         state = simulation.context.getState(energy=True, positions=True)
         assert math.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
         assert read_uncertainty(simulation).bias_energy < 0.0
+
+
+def test_generic_committee_of_third_party_files_in_openmm(alanine_pdb, alanine, tmp_path):
+    from advmd.committee import SingleMember, TorchScriptCommittee
+
+    batched = small_committee(n_members=3, seed=4)
+    paths = []
+    for k in range(3):
+        path = tmp_path / f"member{k}.pt"
+        torch.jit.script(SingleMember(batched.select_members([k]))).save(str(path))
+        paths.append(path)
+    generic = CommitteePotential(TorchScriptCommittee(paths, species=SPECIES, cutoff=batched.cutoff), make_bias("hal", 3))
+    exported = export_committee(generic, tmp_path / "generic.pt", default_strength=0.05)
+    system = create_system(alanine_pdb.topology, exported)
+    context = make_context(system, alanine_pdb.positions, "Reference")
+    reference = CommitteePotential(batched, make_bias("hal", 3))
+    check_against_direct(context, reference, alanine[1], 0.05, 1e-9)
 
 
 def test_python_force_survives_xml_serialization(alanine_pdb):

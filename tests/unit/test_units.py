@@ -6,7 +6,6 @@ from openmm import unit
 
 from advmd import units
 
-
 ASE_2018 = ase.units.create_units("2018")
 
 
@@ -23,7 +22,7 @@ def test_ev_to_kj_per_mol_matches_openmm():
 
 def test_length_and_force_conversions_match_openmm():
     assert (1.0 * unit.nanometer).value_in_unit(unit.angstrom) == pytest.approx(units.NM_TO_ANGSTROM)
-    ev_per_a = (1.0 * unit.elementary_charge * unit.volt * unit.AVOGADRO_CONSTANT_NA / unit.angstrom)
+    ev_per_a = 1.0 * unit.elementary_charge * unit.volt * unit.AVOGADRO_CONSTANT_NA / unit.angstrom
     assert ev_per_a.value_in_unit(unit.kilojoule_per_mole / unit.nanometer) == pytest.approx(
         units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rel=1e-9
     )
