@@ -171,9 +171,10 @@ class _PeriodicTorchForceModule(_OpenMMBoundary):
         return self.with_probes(energy, stats, p0, p1, p2, p3, p4), forces
 
 
-# Python path: computations kept alive by their forces, found again by the force's name.
-_COMPUTATIONS: "weakref.WeakValueDictionary[str, CommitteeComputation]" = weakref.WeakValueDictionary()
-_KEEP_ALIVE: Dict[str, "CommitteeComputation"] = {}
+# Python path: every live computation, held weakly (the PythonForce holds the strong reference).
+# Several may share a force name (a System copied through XmlSerializer carries an unpickled copy),
+# so the readout picks the one whose evaluation counter advanced.
+_COMPUTATIONS: "weakref.WeakSet[CommitteeComputation]" = weakref.WeakSet()
 _COUNTER = itertools.count()
 _LOCK = threading.Lock()
 
@@ -186,12 +187,17 @@ class CommitteeComputation:
     serialised with ``XmlSerializer``.
     """
 
-    def __init__(self, boundary: nn.Module, strength_name: str, periodic: bool, device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(
+        self, boundary: nn.Module, strength_name: str, periodic: bool, device: Union[str, torch.device] = "cpu", name: str = ""
+    ) -> None:
         self.boundary = boundary
         self.strength_name = strength_name
         self.periodic = periodic
         self.device = torch.device(device)
+        self.name = name
         self.last: Optional[Dict[str, float]] = None
+        self.calls = 0
+        _COMPUTATIONS.add(self)
 
     def __call__(self, state: Any) -> Tuple[float, np.ndarray]:
         positions = torch.as_tensor(np.asarray(state.getPositions(asNumpy=True)._value), dtype=torch.float64, device=self.device)
@@ -203,8 +209,9 @@ class CommitteeComputation:
             )
         energy, forces, stats = self.boundary.statistics(positions, box, strength)
         values = stats.cpu().numpy()
-        self.last = {name: float(v) for name, v in zip(STATISTICS, values)}
+        self.last = {stat: float(v) for stat, v in zip(STATISTICS, values)}
         self.last["max_deviation_atom"] = int(values[3])
+        self.calls += 1
         return float(energy), forces.detach().cpu().numpy()
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -215,6 +222,7 @@ class CommitteeComputation:
             "strength_name": self.strength_name,
             "periodic": self.periodic,
             "device": str(self.device),
+            "name": self.name,
         }
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -222,7 +230,10 @@ class CommitteeComputation:
         self.strength_name = state["strength_name"]
         self.periodic = state["periodic"]
         self.device = torch.device(state["device"])
+        self.name = state.get("name", "")  # OpenMM segfaults if unpickling raises: be lenient
         self.last = None
+        self.calls = 0
+        _COMPUTATIONS.add(self)
 
 
 @dataclass(frozen=True)
@@ -397,14 +408,12 @@ def create_committee_force(
     else:
         import openmm
 
-        computation = CommitteeComputation(boundary.to(device), names["bias_strength"], bool(periodic), device)
+        with _LOCK:
+            name = f"{parameter_prefix}committee#{next(_COUNTER)}"
+        computation = CommitteeComputation(boundary.to(device), names["bias_strength"], bool(periodic), device, name)
         force = openmm.PythonForce(computation, {names["bias_strength"]: bias_strength})
         force.setUsesPeriodicBoundaryConditions(bool(periodic))
-        with _LOCK:
-            key = f"{parameter_prefix}committee#{next(_COUNTER)}"
-        force.setName(key)
-        _KEEP_ALIVE[key] = computation
-        _COMPUTATIONS[key] = computation
+        force.setName(name)
         return force
     force.setName(parameter_prefix + "committee")
     return force
@@ -525,12 +534,13 @@ def read_uncertainty(context: Any, parameter_prefix: Optional[str] = None, state
         raise ValueError(f"the System has {len(forces)} committee forces; pass parameter_prefix to choose one")
     force = forces[0]
     name = force.getName()
-    if name in _COMPUTATIONS:
-        computation = _COMPUTATIONS[name]
+    if "#" in name:  # python path
+        candidates = {c: c.calls for c in list(_COMPUTATIONS) if c.name == name}
         context.getState(energy=True, groups={force.getForceGroup()})
-        last = computation.last
-        assert last is not None
-        return Uncertainty(**last)
+        evaluated = [c for c, calls in candidates.items() if c.calls != calls]
+        if len(evaluated) != 1 or evaluated[0].last is None:
+            raise RuntimeError(f"could not identify the Python computation of force {name!r} in this process")
+        return Uncertainty(**evaluated[0].last)
     prefix = name[: -len("committee")]
     names = parameter_names(prefix)
     if state is None:

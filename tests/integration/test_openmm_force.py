@@ -182,11 +182,20 @@ def test_python_force_survives_xml_serialization(alanine_pdb):
     potential = small_potential("udd", width=0.05)
     system = create_system(alanine_pdb.topology, potential, backend="python", bias_strength=5.0)
     copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
-    energies = []
+    energies, readouts, contexts = [], [], []
     for s in (system, copy):
-        state = make_context(s, alanine_pdb.positions, "Reference").getState(energy=True)
+        context = make_context(s, alanine_pdb.positions, "Reference")
+        contexts.append(context)
+        state = context.getState(energy=True)
         energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     assert energies[1] == pytest.approx(energies[0], rel=1e-12)
+    # Original and copy share the force name; each readout comes from its own context's evaluation.
+    positions = alanine_pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * 1.01
+    contexts[1].setPositions(positions)
+    readouts = [read_uncertainty(c) for c in contexts]
+    assert readouts[0].sigma_energy != readouts[1].sigma_energy
+    contexts[0].setPositions(positions)
+    assert read_uncertainty(contexts[0]) == readouts[1]
 
 
 def test_exported_file_is_a_valid_model_argument(alanine_pdb, tmp_path):
