@@ -38,6 +38,12 @@ NM_TO_ANGSTROM = 10.0
 ANGSTROM_TO_NM = 0.1
 #: (kJ/mol/nm) per (eV/Angstrom): force conversion from model to OpenMM units.
 EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM = EV_TO_KJ_PER_MOL * NM_TO_ANGSTROM
+#: eV per hartree (CODATA 2018).
+HARTREE_TO_EV = 27.211386245988
+#: Angstrom per bohr (CODATA 2018).
+BOHR_TO_ANGSTROM = 0.529177210903
+#: (eV/Angstrom) per (hartree/bohr): force conversion from atomic units.
+HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM = HARTREE_TO_EV / BOHR_TO_ANGSTROM
 #: kcal/mol per eV (for reports that compare with the paper, which uses kcal/mol).
 EV_TO_KCAL_PER_MOL = EV_TO_KJ_PER_MOL / 4.184
 

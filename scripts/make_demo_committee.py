@@ -44,7 +44,7 @@ def main() -> None:
             for k, t in enumerate((300.0, 600.0))
         ]
     )
-    energies, forces = OpenMMLabeler(system).label(frames)
+    energies, forces = OpenMMLabeler(system, topology, name="amber14").label_positions(frames)
     logging.info("sampled and labelled %d frames in %.1f s", len(frames), time.perf_counter() - t0)
     data = StructureSet.from_arrays(numbers, frames, energies, forces)
 

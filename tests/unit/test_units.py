@@ -37,3 +37,10 @@ def test_boltzmann_matches_ase():
 def test_kt_rejects_nonpositive_temperature():
     with pytest.raises(ValueError, match="temperature_k must be > 0"):
         units.kt_ev(0.0)
+
+
+def test_atomic_units_match_ase_2018():
+    # ASE derives hartree and bohr from m_e, e, h, eps0: they differ from the listed CODATA values by ~1e-11.
+    assert units.HARTREE_TO_EV == pytest.approx(ASE_2018["Hartree"], rel=1e-10)
+    assert units.BOHR_TO_ANGSTROM == pytest.approx(ASE_2018["Bohr"], rel=1e-10)
+    assert units.HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM == pytest.approx(ASE_2018["Hartree"] / ASE_2018["Bohr"], rel=1e-10)
