@@ -1,5 +1,23 @@
 """Committee training on energies and forces (paper Eq. 3)."""
 
-from advmd.train.trainer import StructureSet, TrainingConfig, TrainingResult, fit_reference_energies, predict, train_committee
+from advmd.train.trainer import (
+    StructureSet,
+    TrainingConfig,
+    TrainingResult,
+    calibrate_threshold,
+    evaluate,
+    fit_reference_energies,
+    predict,
+    train_committee,
+)
 
-__all__ = ["StructureSet", "TrainingConfig", "TrainingResult", "fit_reference_energies", "predict", "train_committee"]
+__all__ = [
+    "StructureSet",
+    "TrainingConfig",
+    "TrainingResult",
+    "calibrate_threshold",
+    "evaluate",
+    "fit_reference_energies",
+    "predict",
+    "train_committee",
+]

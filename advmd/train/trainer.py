@@ -14,9 +14,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,7 +26,16 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StructureSet", "TrainingConfig", "TrainingResult", "train_committee", "fit_reference_energies", "predict"]
+__all__ = [
+    "StructureSet",
+    "TrainingConfig",
+    "TrainingResult",
+    "train_committee",
+    "fit_reference_energies",
+    "predict",
+    "evaluate",
+    "calibrate_threshold",
+]
 
 
 @dataclass
@@ -115,6 +126,8 @@ class TrainingConfig:
     lr_patience: int = 15
     min_learning_rate: float = 1e-5
     early_stopping_patience: int = 40
+    fine_tune: bool = False  # keep the committee's weights and reference energies (previous generation)
+    checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint path is given)
     seed: int = 0
 
     def validate(self) -> None:
@@ -211,11 +224,19 @@ def _losses(
     return (weights * per_structure).sum(1) / total_weight  # (M,)
 
 
+def _save_checkpoint(path: Path, payload: Dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
+
+
 def train_committee(
     committee: torch.nn.Module,
     data: StructureSet,
     config: Optional[TrainingConfig] = None,
     validation: Optional[StructureSet] = None,
+    checkpoint: Optional[Union[str, os.PathLike]] = None,
+    on_epoch_end: Optional[Callable[[int], None]] = None,
 ) -> TrainingResult:
     """Train every member of a :class:`~advmd.committee.SchNetCommittee` in place.
 
@@ -227,6 +248,12 @@ def train_committee(
         ``validation`` is given.
     config : TrainingConfig, optional
     validation : StructureSet, optional
+    checkpoint : path, optional
+        Checkpoint file, written atomically every ``config.checkpoint_every``
+        epochs. If it exists, training resumes from it and ends exactly as an
+        uninterrupted run would.
+    on_epoch_end : callable, optional
+        Called with the epoch index after each epoch (and its checkpoint).
 
     Returns
     -------
@@ -244,13 +271,16 @@ def train_committee(
         n_val = max(1, int(round(config.validation_fraction * len(data))))
         validation = data.subset(order[:n_val])
         data = data.subset(order[n_val:])
+    if len(validation) < 1:
+        raise ValueError("the validation set is empty")
     m = committee.n_members
     dtype = next(committee.parameters()).dtype
 
-    with torch.no_grad():
-        shifts = fit_reference_energies(data, committee.species)
-        committee.atomic_energy_shift.copy_(torch.as_tensor(shifts, dtype=dtype))
-        committee.energy_scale.fill_(float(np.sqrt(np.mean(data.forces**2))) or 1.0)
+    if not config.fine_tune:
+        with torch.no_grad():
+            shifts = fit_reference_energies(data, committee.species)
+            committee.atomic_energy_shift.copy_(torch.as_tensor(shifts, dtype=dtype))
+            committee.energy_scale.fill_(float(np.sqrt(np.mean(data.forces**2))) or 1.0)
 
     if config.bootstrap:
         counts = np.stack([np.bincount(rng.integers(0, len(data), len(data)), minlength=len(data)) for _ in range(m)])
@@ -265,10 +295,28 @@ def train_committee(
     )
     best_loss, best_epoch, best_state = math.inf, -1, copy.deepcopy(committee.state_dict())
     history: List[Dict[str, float]] = []
-    start = time.perf_counter()
-    seen = 0
-    epoch = 0
-    for epoch in range(config.epochs):
+    seen, elapsed, first_epoch = 0, 0.0, 0
+    checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, weights_only=False)
+        if state["n_train"] != len(data) or state["n_members"] != m:
+            raise ValueError(
+                f"checkpoint {str(checkpoint_path)!r} was written for {state['n_train']} training structures and "
+                f"M={state['n_members']}, not {len(data)} and M={m}; delete it to start over"
+            )
+        committee.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        best_loss, best_epoch, best_state = state["best_loss"], state["best_epoch"], state["best_state"]
+        history, seen, elapsed, first_epoch = state["history"], state["seen"], state["elapsed"], state["epoch"] + 1
+        logger.info("resuming from %s at epoch %d", checkpoint_path, first_epoch)
+
+    start = time.perf_counter() - elapsed
+    epochs_run = first_epoch
+    for epoch in range(first_epoch, config.epochs):
+        if epoch - best_epoch > config.early_stopping_patience:
+            break
         committee.train()
         order = rng.permutation(len(data))
         train_loss = 0.0
@@ -287,44 +335,105 @@ def train_committee(
             val_loss += float(_losses(committee, validation, idx, val_weights[:, idx], config, False).mean().detach()) * len(idx)
         val_loss /= len(validation)
         scheduler.step(val_loss)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss / len(data),
-                "validation_loss": val_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-        )
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "train_loss": train_loss / len(data), "validation_loss": val_loss, "lr": lr})
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(committee.state_dict())
         if epoch % 10 == 0 or epoch == config.epochs - 1:
-            logger.info(
-                "epoch %d train %.5f validation %.5f lr %.1e",
-                epoch,
-                train_loss / len(data),
-                val_loss,
-                optimizer.param_groups[0]["lr"],
-            )
-        if epoch - best_epoch >= config.early_stopping_patience:
-            logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
-            break
+            logger.info("epoch %d train %.5f validation %.5f lr %.1e", epoch, train_loss / len(data), val_loss, lr)
+        if checkpoint_path is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch == config.epochs - 1):
+            payload = {
+                "epoch": epoch,
+                "model": committee.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng.bit_generator.state,
+                "best_loss": best_loss,
+                "best_epoch": best_epoch,
+                "best_state": best_state,
+                "history": history,
+                "seen": seen,
+                "elapsed": time.perf_counter() - start,
+                "n_train": len(data),
+                "n_members": m,
+            }
+            _save_checkpoint(checkpoint_path, payload)
+        epochs_run = epoch + 1
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
     seconds = time.perf_counter() - start
     committee.load_state_dict(best_state)
     committee.eval()
 
-    energies, forces = predict(committee, validation)
-    e_err = energies - validation.energies
-    f_err = forces - validation.forces
-    mean_e_err = energies.mean(0) - validation.energies
-    mean_f_err = forces.mean(0) - validation.forces
+    metrics = evaluate(committee, validation)
     return TrainingResult(
-        epochs_run=epoch + 1,
+        epochs_run=epochs_run,
         best_epoch=best_epoch,
         seconds=seconds,
         structures_per_second=seen / seconds if seconds > 0 else float("nan"),
-        validation_energy_rmse=[float(v) for v in np.sqrt((e_err**2).mean(1))],
-        validation_force_rmse=[float(v) for v in np.sqrt((f_err**2).reshape(m, -1).mean(1))],
-        validation_mean_energy_rmse=float(np.sqrt((mean_e_err**2).mean())),
-        validation_mean_force_rmse=float(np.sqrt((mean_f_err**2).mean())),
+        validation_energy_rmse=metrics["member_energy_rmse"],
+        validation_force_rmse=metrics["member_force_rmse"],
+        validation_mean_energy_rmse=metrics["mean_energy_rmse"],
+        validation_mean_force_rmse=metrics["mean_force_rmse"],
         history=history,
     )
+
+
+def evaluate(committee: torch.nn.Module, data: StructureSet) -> Dict[str, Any]:
+    """Energy and force RMSE and MAE per member and for the committee mean.
+
+    Returns
+    -------
+    dict
+        ``member_energy_rmse``, ``member_energy_mae`` (eV, lists of M),
+        ``member_force_rmse``, ``member_force_mae`` (eV/Angstrom, lists of M),
+        ``mean_energy_rmse``, ``mean_energy_mae``, ``mean_force_rmse``,
+        ``mean_force_mae`` (committee mean), and ``n_structures``.
+    """
+    if len(data) == 0:
+        raise ValueError("cannot evaluate on an empty set of structures")
+    energies, forces = predict(committee, data)
+    m = energies.shape[0]
+    e_err = energies - data.energies
+    f_err = (forces - data.forces).reshape(m, -1)
+    mean_e = energies.mean(0) - data.energies
+    mean_f = (forces.mean(0) - data.forces).reshape(-1)
+    return {
+        "n_structures": len(data),
+        "member_energy_rmse": [float(v) for v in np.sqrt((e_err**2).mean(1))],
+        "member_energy_mae": [float(v) for v in np.abs(e_err).mean(1)],
+        "member_force_rmse": [float(v) for v in np.sqrt((f_err**2).mean(1))],
+        "member_force_mae": [float(v) for v in np.abs(f_err).mean(1)],
+        "mean_energy_rmse": float(np.sqrt((mean_e**2).mean())),
+        "mean_energy_mae": float(np.abs(mean_e).mean()),
+        "mean_force_rmse": float(np.sqrt((mean_f**2).mean())),
+        "mean_force_mae": float(np.abs(mean_f).mean()),
+    }
+
+
+def calibrate_threshold(committee: torch.nn.Module, data: StructureSet, percentile: float = 80.0) -> Dict[str, float]:
+    """Uncertainty threshold ``t`` of paper Eq. 8 from the training set.
+
+    ``t`` is the given percentile of the per-structure force variance
+    ``sigma_F^2`` (Eq. 7, divisor M-1) over ``data``; structures above it are
+    "not known" to the committee. The paper's double-well runs use the 80th
+    percentile.
+
+    Returns
+    -------
+    dict
+        ``{"sigma_f2": t ((eV/Angstrom)^2), "percentile": p, "n_structures": S}``
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    if committee.n_members < 2:
+        raise ValueError("calibration needs a committee of at least 2 members")
+    _, forces = predict(committee, data)
+    sizes = np.diff(data.offsets)
+    deviation_sq = ((forces - forces.mean(0)) ** 2).sum(axis=(0, 2)) / (committee.n_members - 1)  # (A,)
+    per_structure = np.add.reduceat(deviation_sq, data.offsets[:-1]) / (3 * sizes)
+    return {
+        "sigma_f2": float(np.percentile(per_structure, percentile)),
+        "percentile": float(percentile),
+        "n_structures": len(data),
+    }

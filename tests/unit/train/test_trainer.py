@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from advmd.committee import CommitteePotential, SchNetCommittee
-from advmd.train import StructureSet, TrainingConfig, fit_reference_energies, predict, train_committee
+from advmd.train import (
+    StructureSet,
+    TrainingConfig,
+    calibrate_threshold,
+    evaluate,
+    fit_reference_energies,
+    predict,
+    train_committee,
+)
 
 R0, K = 1.0, 2.0  # Angstrom, eV/Angstrom^2
 
@@ -101,3 +109,67 @@ def test_bad_training_input():
         fit_reference_energies(StructureSet.from_arrays([8, 1], np.zeros((1, 2, 3)), np.zeros(1), np.zeros((1, 2, 3))), [1])
     with pytest.raises(ValueError, match="TrainingConfig.learning_rate = -1"):
         TrainingConfig(learning_rate=-1).validate()
+
+
+def small_data(n=40, seed=11):
+    positions = sample(n, 0.08, seed=seed)
+    return StructureSet.from_arrays([8, 1, 1], positions, *harmonic_triatomic(positions))
+
+
+def fresh_committee():
+    return SchNetCommittee([1, 8], n_members=3, n_features=8, n_rbf=6, n_interactions=1, cutoff=3.0, seed=2)
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    data = small_data()
+    config = TrainingConfig(epochs=6, batch_size=8, seed=3, checkpoint_every=1)
+    reference = fresh_committee()
+    train_committee(reference, data, config)
+
+    def crash_after_third(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    interrupted = fresh_committee()
+    with pytest.raises(KeyboardInterrupt):
+        train_committee(interrupted, data, config, checkpoint=tmp_path / "ckpt.pt", on_epoch_end=crash_after_third)
+    resumed = fresh_committee()
+    result = train_committee(resumed, data, config, checkpoint=tmp_path / "ckpt.pt")
+    assert result.epochs_run == 6 and len(result.history) == 6
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0)
+
+
+def test_checkpoint_for_other_data_is_refused(tmp_path):
+    config = TrainingConfig(epochs=1, batch_size=8, seed=3)
+    train_committee(fresh_committee(), small_data(40), config, checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="checkpoint .* was written for 32 training structures"):
+        train_committee(fresh_committee(), small_data(20), config, checkpoint=tmp_path / "c.pt")
+
+
+def test_fine_tune_keeps_reference_energies_and_starts_from_previous_weights():
+    data = small_data()
+    committee = fresh_committee()
+    train_committee(committee, data, TrainingConfig(epochs=2, batch_size=8, seed=1))
+    shift = committee.atomic_energy_shift.clone()
+    before = evaluate(committee, data)["mean_force_rmse"]
+    train_committee(committee, data, TrainingConfig(epochs=3, batch_size=8, seed=2, fine_tune=True, learning_rate=1e-3))
+    torch.testing.assert_close(committee.atomic_energy_shift, shift)
+    assert evaluate(committee, data)["mean_force_rmse"] <= before
+
+
+def test_evaluate_and_calibrate_match_numpy():
+    data = small_data(12)
+    committee = fresh_committee()
+    energies, forces = predict(committee, data)
+    metrics = evaluate(committee, data)
+    assert metrics["mean_energy_rmse"] == pytest.approx(np.sqrt(np.mean((energies.mean(0) - data.energies) ** 2)), rel=1e-6)
+    assert metrics["member_force_mae"][1] == pytest.approx(np.mean(np.abs(forces[1] - data.forces)), rel=1e-6)
+    per_structure = [np.var(forces[:, data.offsets[s] : data.offsets[s + 1]], axis=0, ddof=1).mean() for s in range(len(data))]
+    threshold = calibrate_threshold(committee, data, percentile=80)
+    assert threshold["sigma_f2"] == pytest.approx(np.percentile(per_structure, 80), rel=1e-5)
+    # Eq. 7 per structure equals the potential's own sigma_f2
+    potential = CommitteePotential(committee)
+    first = torch.tensor(data.positions[:3], dtype=torch.float32)
+    direct = float(potential(first, torch.tensor([8, 1, 1]), None, torch.tensor(0.0))["sigma_f2"])
+    assert direct == pytest.approx(per_structure[0], rel=1e-4)

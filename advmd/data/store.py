@@ -1,0 +1,382 @@
+"""The dataset store: structures, labels and provenance in an ASE database.
+
+Embedded by default (an SQLite file); PostgreSQL works through the same API
+(``Dataset("postgresql://user:pw@host/db")``). Each row is one structure with:
+
+* positions, numbers, cell and pbc (Angstrom);
+* energy (eV) and forces (eV/Angstrom) once labelled;
+* provenance key-value pairs: ``generation``, ``source`` (one of
+  :data:`SOURCES`), ``label_status`` (``pending``, ``done`` or ``failed``),
+  ``labeler``, ``uncertainty`` (the selection uncertainty, e.g. sigma_F^2 in
+  (eV/Angstrom)^2), ``parent_id`` (the row it was derived from); ASE adds the
+  creation time ``ctime``;
+* row data: ``labeler_settings`` (dict), ``label_error`` (failed rows),
+  ``selection`` (free-form dict of how the structure was made).
+
+Labelling is transactional per batch: structures are first stored as
+``pending``; each labelled batch is written in one transaction. An
+interrupted run leaves every finished batch in place and resumes with the
+rows still pending, never relabelling a finished one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Dataset", "Provenance", "SOURCES", "DatasetError"]
+
+#: Where a structure came from.
+SOURCES = ("initial", "md", "attack-cartesian", "attack-dihedral", "random", "imported")
+STATUSES = ("pending", "done", "failed")
+
+
+class DatasetError(ValueError):
+    """The database is unreadable, or a request does not fit its content."""
+
+
+@dataclass
+class Provenance:
+    """How a structure entered the dataset.
+
+    Attributes
+    ----------
+    source : str
+        One of :data:`SOURCES`.
+    generation : int
+        Active-learning generation (0 for initial data).
+    parent_id : int, optional
+        Dataset row the structure was derived from (an attack seed, an MD start).
+    uncertainty : float, optional
+        Uncertainty at selection (e.g. sigma_F^2, (eV/Angstrom)^2).
+    selection : dict
+        Free-form settings of the generating step (attack parameters, MD step...).
+    """
+
+    source: str = "initial"
+    generation: int = 0
+    parent_id: Optional[int] = None
+    uncertainty: Optional[float] = None
+    selection: Dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise DatasetError(f"provenance source {self.source!r} is not one of {SOURCES}")
+        if int(self.generation) != self.generation or self.generation < 0:
+            raise DatasetError(f"provenance generation must be an integer >= 0, got {self.generation!r}")
+        if self.uncertainty is not None and not np.isfinite(self.uncertainty):
+            raise DatasetError(f"provenance uncertainty must be finite, got {self.uncertainty!r}")
+
+    def key_value_pairs(self) -> Dict[str, Any]:
+        pairs: Dict[str, Any] = {"source": self.source, "generation": int(self.generation)}
+        if self.parent_id is not None:
+            pairs["parent_id"] = int(self.parent_id)
+        if self.uncertainty is not None:
+            pairs["uncertainty"] = float(self.uncertainty)
+        return pairs
+
+
+class Dataset:
+    """Labelled structures with provenance in an ASE database.
+
+    Parameters
+    ----------
+    path : str or path-like
+        SQLite file (created if missing) or a ``postgresql://`` URL.
+    create : bool
+        Create a missing SQLite file; with ``False`` a missing file is an error.
+
+    Examples
+    --------
+    >>> from ase import Atoms
+    >>> ds = Dataset("/tmp/advmd-doctest.db")  # doctest: +SKIP
+    >>> ids = ds.add([Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])], Provenance("initial"))  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], create: bool = True) -> None:
+        import ase.db
+
+        self.path = str(path)
+        self.is_sql_file = not self.path.startswith(("postgresql://", "postgres://"))
+        if self.is_sql_file:
+            file = Path(self.path)
+            if file.exists():
+                self._check_sqlite(file)
+            elif not create:
+                raise DatasetError(f"dataset {self.path!r} does not exist; create it first (create=True)")
+            else:
+                file.parent.mkdir(parents=True, exist_ok=True)
+        self.db = ase.db.connect(self.path, type="db" if self.is_sql_file else "postgresql", append=True)
+
+    @staticmethod
+    def _check_sqlite(file: Path) -> None:
+        try:
+            with sqlite3.connect(f"file:{file}?mode=ro", uri=True) as connection:
+                tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as error:
+            raise DatasetError(
+                f"dataset {str(file)!r} is not a readable SQLite database ({error}); it was left untouched"
+            ) from error
+        if tables and "systems" not in tables:
+            raise DatasetError(
+                f"dataset {str(file)!r} is an SQLite file but not an ASE database (tables {sorted(tables)}); it was left untouched"
+            )
+
+    def __len__(self) -> int:
+        return self.db.count()
+
+    def count(self, **selection: Any) -> int:
+        """Number of rows matching an ASE selection (e.g. ``label_status="done"``)."""
+        return self.db.count(**selection)
+
+    # ------------------------------------------------------------------ writing
+    def add(
+        self,
+        structures: Sequence[Any],
+        provenance: Union[Provenance, Sequence[Provenance]],
+        energies: Optional[Sequence[float]] = None,
+        forces: Optional[Sequence[np.ndarray]] = None,
+        labeler: Optional[str] = None,
+        labeler_settings: Optional[Dict[str, Any]] = None,
+    ) -> List[int]:
+        """Add structures in one transaction, pending or already labelled.
+
+        Parameters
+        ----------
+        structures : sequence of ase.Atoms
+        provenance : Provenance or one per structure
+        energies : sequence of float, unit eV, optional
+            With ``forces`` and ``labeler``: store as labelled.
+        forces : sequence of ndarray (N, 3), unit eV/Angstrom, optional
+        labeler : str, optional
+        labeler_settings : dict, optional
+
+        Returns
+        -------
+        list of int
+            Row ids, in order.
+        """
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        structures = list(structures)
+        provenances = [provenance] * len(structures) if isinstance(provenance, Provenance) else list(provenance)
+        if len(provenances) != len(structures):
+            raise DatasetError(f"got {len(provenances)} provenance records for {len(structures)} structures")
+        labelled = energies is not None or forces is not None
+        if labelled:
+            if energies is None or forces is None or labeler is None:
+                raise DatasetError("labelled structures need energies, forces and the labeler's name together")
+            if len(energies) != len(structures) or len(forces) != len(structures):
+                raise DatasetError(
+                    f"got {len(energies)} energies and {len(forces)} force arrays for {len(structures)} structures"
+                )
+        for k, atoms in enumerate(structures):
+            provenances[k].validate()
+            if not np.all(np.isfinite(atoms.positions)):
+                raise DatasetError(f"structure {k} has non-finite positions")
+            if labelled and np.shape(forces[k]) != (len(atoms), 3):
+                raise DatasetError(f"structure {k}: forces have shape {np.shape(forces[k])}, expected ({len(atoms)}, 3)")
+        ids = []
+        with self.db:
+            for k, atoms in enumerate(structures):
+                row_atoms = atoms.copy()
+                row_atoms.calc = None
+                pairs = provenances[k].key_value_pairs()
+                data: Dict[str, Any] = {"selection": provenances[k].selection}
+                if labelled:
+                    row_atoms.calc = SinglePointCalculator(
+                        row_atoms, energy=float(energies[k]), forces=np.asarray(forces[k], float)
+                    )
+                    pairs.update(label_status="done", labeler=str(labeler))
+                    data["labeler_settings"] = dict(labeler_settings or {})
+                else:
+                    pairs["label_status"] = "pending"
+                ids.append(self.db.write(row_atoms, key_value_pairs=pairs, data=data))
+        return ids
+
+    def pending_ids(self) -> List[int]:
+        return [row.id for row in self.db.select(label_status="pending")]
+
+    def label_pending(
+        self, labeler: Any, batch_size: int = 16, progress: bool = True, limit: Optional[int] = None
+    ) -> Dict[str, int]:
+        """Label every pending row with ``labeler``, one transaction per batch.
+
+        Failed structures are marked ``failed`` with the error kept in row data;
+        they are not retried (relabel them with :meth:`reset_failed`).
+
+        Returns
+        -------
+        dict
+            Counts ``{"done": ..., "failed": ...}`` of this call.
+        """
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        ids = self.pending_ids()
+        if limit is not None:
+            ids = ids[:limit]
+        counts = {"done": 0, "failed": 0}
+        bar = _progress(len(ids), f"labelling with {labeler.name}", progress)
+        settings = labeler.settings()
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            structures = [self.db.get(id=i).toatoms() for i in batch]
+            result = labeler.label(structures)
+            with self.db:  # one transaction per batch: all or nothing
+                for k, row_id in enumerate(batch):
+                    if k in result.failures:
+                        self.db.update(
+                            row_id, label_status="failed", labeler=labeler.name, data={"label_error": result.failures[k]}
+                        )
+                        counts["failed"] += 1
+                    else:
+                        atoms = structures[k]
+                        atoms.calc = SinglePointCalculator(atoms, energy=float(result.energies[k]), forces=result.forces[k])
+                        self.db.update(
+                            row_id, atoms=atoms, label_status="done", labeler=labeler.name, data={"labeler_settings": settings}
+                        )
+                        counts["done"] += 1
+            bar.update(len(batch))
+        bar.close()
+        return counts
+
+    def reset_failed(self) -> int:
+        """Mark failed rows pending again (to retry them with other settings)."""
+        ids = [row.id for row in self.db.select(label_status="failed")]
+        with self.db:
+            for row_id in ids:
+                self.db.update(row_id, label_status="pending")
+        return len(ids)
+
+    # ------------------------------------------------------------------ reading
+    def rows(self, **selection: Any) -> Iterable[Any]:
+        return self.db.select(**selection)
+
+    def labelled_ids(self, **selection: Any) -> List[int]:
+        return [row.id for row in self.db.select(label_status="done", **selection)]
+
+    def split(
+        self, fractions: Tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, **selection: Any
+    ) -> Tuple[List[int], List[int], List[int]]:
+        """Reproducible train/validation/test split of the labelled rows.
+
+        The same rows and seed always give the same split (rows are ordered by
+        id before a seeded permutation).
+        """
+        if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+            raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
+        ids = sorted(self.labelled_ids(**selection))
+        if not ids:
+            raise DatasetError("the dataset has no labelled structures to split; label some first")
+        order = np.random.default_rng(seed).permutation(len(ids))
+        n_train = int(round(fractions[0] * len(ids)))
+        n_val = int(round(fractions[1] * len(ids)))
+        chosen = [ids[k] for k in order]
+        return sorted(chosen[:n_train]), sorted(chosen[n_train : n_train + n_val]), sorted(chosen[n_train + n_val :])
+
+    def structures(self, ids: Sequence[int]) -> List[Any]:
+        """``ase.Atoms`` (with a single-point calculator when labelled) for the given row ids."""
+        return [self.db.get(id=int(i)).toatoms() for i in ids]
+
+    def structure_set(self, ids: Optional[Sequence[int]] = None) -> Any:
+        """Labelled rows as a :class:`~advmd.train.StructureSet` for training."""
+        from advmd.train import StructureSet
+
+        ids = self.labelled_ids() if ids is None else list(ids)
+        if not ids:
+            raise DatasetError("no labelled structures selected; the training set would be empty")
+        numbers, positions, forces, energies, sizes = [], [], [], [], []
+        for i in ids:
+            row = self.db.get(id=int(i))
+            if row.get("label_status") != "done":
+                raise DatasetError(f"row {i} is not labelled (label_status={row.get('label_status')!r})")
+            numbers.append(row.numbers)
+            positions.append(row.positions)
+            forces.append(row.forces)
+            energies.append(row.energy)
+            sizes.append(row.natoms)
+        return StructureSet(
+            np.concatenate(numbers),
+            np.concatenate(positions),
+            np.concatenate(forces),
+            np.asarray(energies),
+            np.concatenate([[0], np.cumsum(sizes)]),
+        )
+
+    # ------------------------------------------------------------------ exchange
+    def export_extxyz(self, path: Union[str, os.PathLike], ids: Optional[Sequence[int]] = None) -> int:
+        """Write labelled rows to extended XYZ (energy, forces and provenance in the info/arrays)."""
+        from ase.io import write
+
+        ids = self.labelled_ids() if ids is None else list(ids)
+        frames = []
+        for i in ids:
+            row = self.db.get(id=int(i))
+            atoms = row.toatoms()
+            for key in ("source", "generation", "labeler", "parent_id", "uncertainty"):
+                if key in row.key_value_pairs:
+                    atoms.info[key] = row.key_value_pairs[key]
+            atoms.info["dataset_id"] = int(i)
+            frames.append(atoms)
+        write(str(path), frames, format="extxyz")
+        return len(frames)
+
+    def import_extxyz(
+        self, path: Union[str, os.PathLike], provenance: Optional[Provenance] = None, labeler: str = "imported"
+    ) -> List[int]:
+        """Read extended XYZ frames; frames with energy and forces are stored as labelled."""
+        from ase.io import read
+
+        if not Path(path).is_file():
+            raise DatasetError(f"extxyz file {str(path)!r} does not exist")
+        frames = read(str(path), index=":", format="extxyz")
+        provenance = provenance or Provenance("imported")
+        ids: List[int] = []
+        has_labels = [f.calc is not None and "energy" in f.calc.results and "forces" in f.calc.results for f in frames]
+        with_labels = [f for f, labelled in zip(frames, has_labels) if labelled]
+        without = [f for f, labelled in zip(frames, has_labels) if not labelled]
+        if with_labels:
+            energies = [f.calc.results["energy"] for f in with_labels]
+            forces = [f.calc.results["forces"] for f in with_labels]
+            ids += self.add(with_labels, provenance, energies, forces, labeler=labeler)
+        if without:
+            ids += self.add(without, provenance)
+        return ids
+
+
+class _Progress:
+    def __init__(self, total: int, description: str, enabled: bool) -> None:
+        self.bar = None
+        if enabled and total:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=description, unit="structure")
+            except ImportError:
+                self.bar = None
+        self.total, self.done, self.description = total, 0, description
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        else:
+            logger.info("%s: %d/%d", self.description, self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(total: int, description: str, enabled: bool) -> _Progress:
+    return _Progress(total, description, enabled)
