@@ -127,7 +127,8 @@ class Dataset:
             ) from error
         if tables and "systems" not in tables:
             raise DatasetError(
-                f"dataset {str(file)!r} is an SQLite file but not an ASE database (tables {sorted(tables)}); it was left untouched"
+                f"dataset {str(file)!r} is an SQLite file but not an ASE database "
+                f"(tables {sorted(tables)}); it was left untouched"
             )
 
     def __len__(self) -> int:
