@@ -9,6 +9,15 @@ demo
     committee uncertainty at every report.
 info
     Print the metadata of an exported committee file (the model is not run).
+data init | import | export
+    Create a dataset with the initial structures of a paper system (alanine,
+    ammonia, double-well) as pending rows; exchange with extended XYZ.
+label
+    Label the pending rows of a dataset with a reference method (resumable).
+train
+    Train, evaluate, calibrate and export a committee from a TOML config.
+example-config
+    Print the commented example training config.
 """
 
 from __future__ import annotations
@@ -112,6 +121,94 @@ def _info(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _parse_options(pairs: List[str]) -> dict:
+    """``key=value`` strings -> dict, values parsed as JSON when possible (numbers, booleans)."""
+    options = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"advmd: --option expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _data(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.data import Dataset, Provenance
+
+    if args.action == "export":
+        n = Dataset(args.db, create=False).export_extxyz(args.file)
+        _write(out, f"wrote {n} labelled structures to {args.file}")
+        return 0
+    if args.action == "import":
+        ids = Dataset(args.db).import_extxyz(args.file)
+        _write(out, f"imported {len(ids)} structures into {args.db}")
+        return 0
+    from advmd.data import initial
+
+    if args.n < 1:
+        raise SystemExit(f"advmd data init: --n must be >= 1, got {args.n}")
+    settings = {"system": args.system, "n": args.n, "seed": args.seed}
+    if args.system == "alanine":
+        structures = initial.alanine_md_structures(n_frames=args.n, interval_ps=args.interval_ps, seed=args.seed)
+        settings.update(interval_ps=args.interval_ps, temperature_k=300.0, force_field="amber14", constraints="HBonds")
+    elif args.system == "ammonia":
+        from advmd.labelers import make_labeler
+
+        labeler = make_labeler(args.labeler)
+        ground = initial.ammonia_ground_state(labeler)
+        hessian = initial.numerical_hessian(ground, labeler)
+        structures = initial.normal_mode_displacements(ground, hessian, args.n, (250.0, 750.0), seed=args.seed)
+        settings.update(labeler=labeler.name, temperature_range_k=[250.0, 750.0])
+    else:
+        structures = initial.double_well_structures(args.n, seed=args.seed)
+        settings.update(energy_cut=-2.0, box=1.5)
+    ids = Dataset(args.db).add(structures, Provenance("initial", generation=0, selection=settings))
+    _write(out, f"added {len(ids)} pending {args.system} structures to {args.db}; label them with 'advmd label'")
+    return 0
+
+
+def _label(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.data import Dataset
+    from advmd.labelers import make_labeler
+
+    dataset = Dataset(args.db, create=False)
+    labeler = make_labeler(args.labeler, **_parse_options(args.option))
+    start = time.perf_counter()
+    counts = dataset.label_pending(labeler, batch_size=args.batch_size, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    rate = (counts["done"] + counts["failed"]) / seconds if seconds > 0 else float("nan")
+    _write(
+        out,
+        f"labelled {counts['done']} structures ({counts['failed']} failed) with {labeler.name} in {seconds:.1f} s ({rate:.2f}/s)",
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.train.job import load_config, run_training
+
+    config = load_config(args.config)
+    metrics = run_training(config)
+    test = metrics["test"]
+    _write(
+        out,
+        f"wrote {config['output']['model']}: test committee-mean RMSE E {test['mean_energy_rmse']:.4f} eV, "
+        f"F {test['mean_force_rmse']:.4f} eV/A; Eq. 8 threshold sigma_F^2 = {metrics['uncertainty_threshold']['sigma_f2']:.4g} "
+        f"(eV/A)^2; {metrics['training']['structures_per_second']:.1f} structures/s",
+    )
+    return 0
+
+
+def _example_config(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.systems import resource_path
+
+    out.write(resource_path("train.example.toml").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advmd", description="Committees of NN potentials in real MD.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
@@ -130,13 +227,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = verbs.add_parser("info", help="print an exported committee's metadata")
     info.add_argument("model", help="exported committee file")
+
+    data = verbs.add_parser("data", help="create, import or export a dataset")
+    data_verbs = data.add_subparsers(dest="action", required=True)
+    init = data_verbs.add_parser("init", help="initial structures of a paper system, stored as pending rows")
+    init.add_argument("--system", choices=("alanine", "ammonia", "double-well"), required=True)
+    init.add_argument("--db", required=True, help="ASE database (SQLite file or postgresql:// URL)")
+    init.add_argument("--n", type=int, default=100, help="frames (alanine), structures (ammonia) or candidates (double-well)")
+    init.add_argument("--interval-ps", type=float, default=2.0, help="alanine: ps between frames (paper: 2)")
+    init.add_argument("--labeler", default="xtb", help="ammonia: method used to relax and get the Hessian")
+    init.add_argument("--seed", type=int, default=0)
+    export = data_verbs.add_parser("export", help="write labelled rows to extended XYZ")
+    export.add_argument("--db", required=True)
+    export.add_argument("file")
+    imp = data_verbs.add_parser("import", help="read extended XYZ frames into a dataset")
+    imp.add_argument("--db", required=True)
+    imp.add_argument("file")
+
+    label = verbs.add_parser("label", help="label the pending rows of a dataset")
+    label.add_argument("--db", required=True)
+    label.add_argument("--labeler", required=True, help="amber14, xtb, dft, double-well-2d, double-well-1d")
+    label.add_argument("--option", action="append", help="labeler option key=value (e.g. basis=def2-SVP); repeatable")
+    label.add_argument("--batch-size", type=int, default=16, help="structures per transaction")
+    label.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    train = verbs.add_parser("train", help="train, evaluate, calibrate and export a committee")
+    train.add_argument("--config", required=True, help="TOML config (see 'advmd example-config')")
+
+    verbs.add_parser("example-config", help="print the commented example training config")
     return parser
 
 
 def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    handlers = {"demo": _demo, "info": _info}
+    handlers = {"demo": _demo, "info": _info, "data": _data, "label": _label, "train": _train, "example-config": _example_config}
     return handlers[args.verb](args, out)
 
 

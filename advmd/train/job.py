@@ -1,0 +1,165 @@
+"""A training job driven by a TOML configuration (``advmd train --config``).
+
+Reads labelled rows from the dataset, splits them reproducibly, trains the
+committee (resuming from a checkpoint if one exists), evaluates it on the test
+split, calibrates the paper's Eq. 8 threshold on the training split, and
+exports one TorchScript file whose metadata records all of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Dict, Union
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULTS", "load_config", "run_training"]
+
+DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "data": {"database": "data.db", "split": [0.8, 0.1, 0.1], "split_seed": 0},
+    "model": {"members": 5, "features": 64, "rbf": 32, "interactions": 3, "cutoff": 5.0, "seed": 0, "fine_tune_from": ""},
+    "training": {
+        "epochs": 300,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "energy_weight": 1.0,
+        "force_weight": 1.0,
+        "bootstrap": True,
+        "lr_factor": 0.5,
+        "lr_patience": 15,
+        "min_learning_rate": 1e-5,
+        "early_stopping_patience": 40,
+        "seed": 0,
+    },
+    "bias": {"form": "udd", "width": 0.05, "default_strength": 0.0},
+    "output": {
+        "model": "committee.pt",
+        "checkpoint": "committee.checkpoint.pt",
+        "metrics": "committee.metrics.json",
+        "threshold_percentile": 80.0,
+    },
+}
+
+
+def load_config(source: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, Any]:
+    """Merge a TOML file (or dict) over :data:`DEFAULTS`; unknown sections or keys are errors.
+
+    Relative paths in ``[data]`` and ``[output]`` are taken relative to the config file.
+    """
+    base = Path(".")
+    if isinstance(source, dict):
+        given = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist; see advmd/resources/train.example.toml")
+        try:
+            given = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"config file {str(path)!r} is not valid TOML: {error}") from error
+        base = path.parent
+    config = copy.deepcopy(DEFAULTS)
+    for section, values in given.items():
+        if section not in config:
+            raise ValueError(f"config: unknown section [{section}]; valid sections are {sorted(config)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"config: [{section}] must be a table of keys")
+        for key, value in values.items():
+            if key not in config[section]:
+                raise ValueError(f"config: unknown key {key!r} in [{section}]; valid keys are {sorted(config[section])}")
+            config[section][key] = value
+    for section, key in (
+        ("data", "database"),
+        ("output", "model"),
+        ("output", "checkpoint"),
+        ("output", "metrics"),
+        ("model", "fine_tune_from"),
+    ):
+        value = config[section][key]
+        if value and not str(value).startswith(("postgresql://", "postgres://")) and not Path(value).is_absolute():
+            config[section][key] = str(base / value)
+    return config
+
+
+def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Run a training job; returns the metrics written to ``[output] metrics``."""
+    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_committee, make_bias
+    from advmd.data import Dataset
+    from advmd.train.trainer import TrainingConfig, calibrate_threshold, evaluate, train_committee
+
+    data_cfg, model_cfg, train_cfg, bias_cfg, out_cfg = (config[k] for k in ("data", "model", "training", "bias", "output"))
+    database = data_cfg["database"]
+    if not str(database).startswith(("postgresql://", "postgres://")) and not Path(database).is_file():
+        raise FileNotFoundError(
+            f"[data] database {database!r} does not exist; create it with 'advmd data init' and 'advmd label'"
+        )
+    dataset = Dataset(database, create=False)
+    train_ids, val_ids, test_ids = dataset.split(tuple(data_cfg["split"]), seed=int(data_cfg["split_seed"]))
+    if len(train_ids) < 2 or not val_ids:
+        raise ValueError(
+            f"[data] split {data_cfg['split']} of {len(dataset.labelled_ids())} labelled rows leaves {len(train_ids)} training "
+            f"and {len(val_ids)} validation structures; label more structures or change the split"
+        )
+    train_set, val_set = dataset.structure_set(train_ids), dataset.structure_set(val_ids)
+    sizes = set(int(n) for n in (train_set.offsets[1:] - train_set.offsets[:-1]))
+    if min(sizes) < 2:
+        raise ValueError(
+            "[data] the dataset holds one-particle structures (e.g. the 2D double well): a SchNet committee sees "
+            "only interatomic distances and cannot represent a function of absolute coordinates"
+        )
+    test_set = dataset.structure_set(test_ids) if test_ids else val_set
+    species = sorted({int(z) for z in train_set.numbers})
+
+    fine_tune_from = model_cfg["fine_tune_from"]
+    if fine_tune_from:
+        previous, metadata = load_committee(fine_tune_from)
+        hyper = metadata["architecture"]["hyperparameters"]
+        committee = SchNetCommittee(**hyper)
+        committee.load_state_dict(previous.committee.state_dict())
+        missing = sorted(set(species) - set(committee.species))
+        if missing:
+            raise ValueError(f"[model] fine_tune_from {fine_tune_from!r} lacks species Z={missing} present in the data")
+    else:
+        committee = SchNetCommittee(
+            species,
+            n_members=int(model_cfg["members"]),
+            n_features=int(model_cfg["features"]),
+            n_rbf=int(model_cfg["rbf"]),
+            n_interactions=int(model_cfg["interactions"]),
+            cutoff=float(model_cfg["cutoff"]),
+            seed=int(model_cfg["seed"]),
+        )
+    training = TrainingConfig(**train_cfg, fine_tune=bool(fine_tune_from))
+    result = train_committee(committee, train_set, training, validation=val_set, checkpoint=out_cfg["checkpoint"] or None)
+    test_metrics = evaluate(committee, test_set)
+    threshold = calibrate_threshold(committee, train_set, float(out_cfg["threshold_percentile"]))
+
+    bias_kwargs = {"width": float(bias_cfg["width"])} if bias_cfg["form"] == "udd" else {}
+    potential = CommitteePotential(committee, make_bias(bias_cfg["form"], committee.n_members, **bias_kwargs))
+    metrics = {
+        "test": test_metrics,
+        "test_split_is_validation": not test_ids,
+        "training": {k: v for k, v in result.as_dict().items() if k != "history"},
+        "uncertainty_threshold": threshold,
+        "dataset": {"database": str(database), "train": len(train_ids), "validation": len(val_ids), "test": len(test_ids)},
+    }
+    export_committee(
+        potential,
+        out_cfg["model"],
+        default_strength=float(bias_cfg["default_strength"]),
+        extra_metadata={"uncertainty_threshold": threshold, "training_metrics": metrics},
+    )
+    Path(out_cfg["metrics"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_cfg["metrics"]).write_text(json.dumps({**metrics, "history": result.history}, indent=1))
+    logger.info(
+        "wrote %s; test committee-mean RMSE E %.4f eV F %.4f eV/A",
+        out_cfg["model"],
+        test_metrics["mean_energy_rmse"],
+        test_metrics["mean_force_rmse"],
+    )
+    return metrics

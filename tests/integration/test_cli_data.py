@@ -1,0 +1,102 @@
+"""CLI data workflow: init -> label -> train -> exported model with threshold and metrics; config errors."""
+
+import io
+import json
+
+import pytest
+
+from advmd.cli import main
+from advmd.committee import read_metadata
+from advmd.data import Dataset
+from advmd.train.job import load_config
+
+
+def run(*argv):
+    out = io.StringIO()
+    assert main(list(argv), out=out) == 0
+    return out.getvalue()
+
+
+def test_ammonia_init_label_train_export(tmp_path):
+    db = tmp_path / "nh3.db"
+    assert "added 40 pending ammonia" in run("data", "init", "--system", "ammonia", "--db", str(db), "--n", "40", "--seed", "1")
+    assert "labelled 40 structures (0 failed)" in run("label", "--db", str(db), "--labeler", "xtb", "--quiet")
+    n = Dataset(db).count(label_status="done")
+    assert n == 40
+    config = tmp_path / "train.toml"
+    config.write_text(
+        """
+[data]
+database = "nh3.db"
+split = [0.7, 0.15, 0.15]
+[model]
+members = 3
+features = 8
+rbf = 8
+interactions = 1
+cutoff = 3.0
+[training]
+epochs = 3
+batch_size = 16
+[bias]
+form = "hal"
+default_strength = 0.1
+[output]
+model = "out/committee.pt"
+"""
+    )
+    text = run("train", "--config", str(config))
+    assert "Eq. 8 threshold" in text
+    metadata = read_metadata(tmp_path / "out" / "committee.pt")
+    assert metadata["bias"]["form"] == "hal" and metadata["bias"]["default_strength"] == 0.1
+    assert metadata["uncertainty_threshold"]["percentile"] == 80.0
+    assert metadata["uncertainty_threshold"]["sigma_f2"] > 0
+    metrics = json.loads((tmp_path / "committee.metrics.json").read_text())
+    assert metrics["dataset"]["train"] + metrics["dataset"]["validation"] + metrics["dataset"]["test"] == n
+    assert len(metrics["test"]["member_force_rmse"]) == 3
+    # export/import round trip through extended XYZ
+    run("data", "export", "--db", str(db), str(tmp_path / "nh3.xyz"))
+    assert f"imported {n}" in run("data", "import", "--db", str(tmp_path / "copy.db"), str(tmp_path / "nh3.xyz"))
+
+
+def test_one_particle_data_is_refused_by_the_schnet_trainer(tmp_path):
+    db = tmp_path / "dw.db"
+    run("data", "init", "--system", "double-well", "--db", str(db), "--n", "300", "--seed", "1")
+    run("label", "--db", str(db), "--labeler", "double-well-2d", "--quiet")
+    config = tmp_path / "t.toml"
+    config.write_text('[data]\ndatabase = "dw.db"\n[training]\nepochs = 1\n')
+    with pytest.raises(ValueError, match="one-particle structures"):
+        main(["train", "--config", str(config)], out=io.StringIO())
+
+
+def test_example_config_is_the_defaults():
+    text = run("example-config")
+    config = load_config_from_text(text)
+    from advmd.train.job import DEFAULTS
+
+    assert config == DEFAULTS
+
+
+def load_config_from_text(text):
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def test_bad_configs_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nmembres = 5\n")
+    with pytest.raises(ValueError, match="unknown key 'membres' in \\[model\\]; valid keys are"):
+        load_config(bad)
+    bad.write_text("[optimiser]\nlr = 1\n")
+    with pytest.raises(ValueError, match="unknown section \\[optimiser\\]"):
+        load_config(bad)
+    bad.write_text("[model\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    good = tmp_path / "good.toml"
+    good.write_text('[data]\ndatabase = "missing.db"\n')
+    with pytest.raises(FileNotFoundError, match="database .*missing.db' does not exist"):
+        main(["train", "--config", str(good)], out=io.StringIO())
