@@ -187,17 +187,19 @@ class SchNetCommittee(nn.Module):
         # Half pair list: filters depend on |r_ij| only, so each is computed once and
         # carries messages both ways (j -> i and i -> j).
         i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 512, structure_index, True)
-        vectors = member_positions[:, j] - member_positions[:, i] + shifts
+        # index_select, not advanced indexing: its backward is index_add (fast), not a serial index_put.
+        vectors = member_positions.index_select(1, j) - member_positions.index_select(1, i) + shifts
         distances = torch.sqrt((vectors * vectors).sum(-1))
         rbf = torch.exp(-self.rbf_gamma * (distances.unsqueeze(-1) - self.rbf_centers) ** 2)
         envelope = smooth_cutoff(distances, self.cutoff).unsqueeze(-1)
 
-        x = self.embedding[:, species]
+        x = self.embedding.index_select(1, species)
         for t in range(self.n_interactions):
             hidden = shifted_softplus(_dense(rbf, self.filter_w1[t], self.filter_b1[t]))
             filters = _dense(hidden, self.filter_w2[t], self.filter_b2[t]) * envelope
             y = _dense(x, self.in2f_w[t], None)
-            aggregated = torch.zeros_like(y).index_add_(1, i, y[:, j] * filters).index_add_(1, j, y[:, i] * filters)
+            aggregated = torch.zeros_like(y).index_add_(1, i, y.index_select(1, j) * filters)
+            aggregated = aggregated.index_add_(1, j, y.index_select(1, i) * filters)
             update = shifted_softplus(_dense(aggregated, self.f2out_w1[t], self.f2out_b1[t]))
             x = x + _dense(update, self.f2out_w2[t], self.f2out_b2[t])
 

@@ -263,3 +263,26 @@ def test_nan_positions_and_bad_runtime_strength_stop_the_evaluation(alanine_pdb,
     context.setParameter(parameter_names()["bias_strength"], -2.0)
     with pytest.raises(Exception, match="strength must be >= 0"):
         context.getState(energy=True)
+
+
+def test_torch_force_works_when_openmm_was_imported_before_torch(tmp_path):
+    """OpenMM loads plugins at import; advmd must register the Torch kernels even if openmm came first."""
+    import subprocess
+    import sys
+
+    model = export_committee(small_potential(), tmp_path / "c.pt")
+    script = f"""
+import openmm
+from openmm import app
+import advmd
+from advmd.openmm import create_system
+from advmd.systems import alanine_dipeptide
+topology, positions = alanine_dipeptide()
+system = create_system(topology, {str(model)!r}, backend="torch")
+context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+context.setPositions(positions)
+print(context.getState(energy=True).getPotentialEnergy())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "kJ/mol" in done.stdout
