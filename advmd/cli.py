@@ -16,6 +16,8 @@ label
     Label the pending rows of a dataset with a reference method (resumable).
 train
     Train, evaluate, calibrate and export a committee from a TOML config.
+export
+    Re-export a committee with another bias form, width or default strength (no retraining).
 example-config
     Print the commented example training config.
 """
@@ -202,6 +204,30 @@ def _train(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, out: TextIO) -> int:
+    import torch
+
+    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_committee, make_bias
+
+    module, metadata = load_committee(args.model)
+    if metadata["architecture"]["class"] != "SchNetCommittee":
+        raise SystemExit(
+            f"advmd export: re-exporting needs a SchNetCommittee model, {args.model} holds {metadata['architecture']['class']}"
+        )
+    committee = SchNetCommittee(**metadata["architecture"]["hyperparameters"]).to(getattr(torch, metadata["dtype"]))
+    committee.load_state_dict(module.committee.state_dict())
+    form = args.bias or metadata["bias"]["form"]
+    parameters = {}
+    if form == "udd":
+        parameters["width"] = args.width if args.width is not None else metadata["bias"]["parameters"].get("width", 0.05)
+    strength = args.default_strength if args.default_strength is not None else metadata["bias"]["default_strength"]
+    keep = {k: v for k, v in metadata.items() if k in ("uncertainty_threshold", "training_metrics", "demo")}
+    potential = CommitteePotential(committee, make_bias(form, committee.n_members, **parameters))
+    export_committee(potential, args.out, default_strength=strength, extra_metadata=keep)
+    _write(out, f"wrote {args.out}: bias {form} {parameters or ''} default strength {strength}")
+    return 0
+
+
 def _example_config(args: argparse.Namespace, out: TextIO) -> int:
     from advmd.systems import resource_path
 
@@ -254,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help="train, evaluate, calibrate and export a committee")
     train.add_argument("--config", required=True, help="TOML config (see 'advmd example-config')")
 
+    exp = verbs.add_parser("export", help="re-export a committee with another bias (no retraining)")
+    exp.add_argument("model", help="exported committee file")
+    exp.add_argument("--out", required=True, help="new file")
+    exp.add_argument("--bias", choices=("none", "udd", "hal"), default=None, help="bias form (default: keep)")
+    exp.add_argument("--width", type=float, default=None, help="UDD width B in eV")
+    exp.add_argument("--default-strength", type=float, default=None, help="in the bias's unit (eV for udd, Angstrom for hal)")
+
     verbs.add_parser("example-config", help="print the commented example training config")
     return parser
 
@@ -261,7 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    handlers = {"demo": _demo, "info": _info, "data": _data, "label": _label, "train": _train, "example-config": _example_config}
+    handlers = {
+        "demo": _demo,
+        "info": _info,
+        "data": _data,
+        "label": _label,
+        "train": _train,
+        "export": _export,
+        "example-config": _example_config,
+    }
     return handlers[args.verb](args, out)
 
 

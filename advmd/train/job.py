@@ -16,6 +16,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Dict, Union
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULTS", "load_config", "run_training"]
@@ -119,7 +121,7 @@ def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
     if fine_tune_from:
         previous, metadata = load_committee(fine_tune_from)
         hyper = metadata["architecture"]["hyperparameters"]
-        committee = SchNetCommittee(**hyper)
+        committee = SchNetCommittee(**hyper).to(getattr(torch, metadata["dtype"]))
         committee.load_state_dict(previous.committee.state_dict())
         missing = sorted(set(species) - set(committee.species))
         if missing:

@@ -59,3 +59,25 @@ def test_demo_rejects_bad_arguments(model_file):
         main(["demo", "--model", str(model_file), "--bias-strength", "-5"], out=io.StringIO())
     with pytest.raises(SystemExit, match="--steps \\(0\\)"):
         main(["demo", "--model", str(model_file), "--steps", "0"], out=io.StringIO())
+
+
+def test_export_changes_the_bias_and_keeps_the_weights(model_file, tmp_path, alanine):
+    import torch
+
+    from advmd.committee import load_committee
+
+    out = io.StringIO()
+    assert (
+        main(
+            ["export", str(model_file), "--out", str(tmp_path / "hal.pt"), "--bias", "hal", "--default-strength", "0.2"], out=out
+        )
+        == 0
+    )
+    new, metadata = load_committee(tmp_path / "hal.pt")
+    old, _ = load_committee(model_file)
+    assert metadata["bias"]["form"] == "hal" and metadata["bias"]["default_strength"] == 0.2
+    positions, numbers = alanine
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    torch.testing.assert_close(
+        new(positions, numbers, None, zero)["mean_forces"], old(positions, numbers, None, zero)["mean_forces"]
+    )

@@ -54,6 +54,25 @@ model = "out/committee.pt"
     metrics = json.loads((tmp_path / "committee.metrics.json").read_text())
     assert metrics["dataset"]["train"] + metrics["dataset"]["validation"] + metrics["dataset"]["test"] == n
     assert len(metrics["test"]["member_force_rmse"]) == 3
+    # fine-tune the next generation from the exported one
+    config2 = tmp_path / "gen2.toml"
+    config2.write_text(
+        """
+[data]
+database = "nh3.db"
+split = [0.7, 0.15, 0.15]
+[model]
+fine_tune_from = "out/committee.pt"
+[training]
+epochs = 1
+[output]
+model = "out/gen2.pt"
+checkpoint = "gen2.ckpt"
+"""
+    )
+    run("train", "--config", str(config2))
+    gen2 = read_metadata(tmp_path / "out" / "gen2.pt")
+    assert gen2["architecture"] == metadata["architecture"] and gen2["dtype"] == metadata["dtype"]
     # export/import round trip through extended XYZ
     run("data", "export", "--db", str(db), str(tmp_path / "nh3.xyz"))
     assert f"imported {n}" in run("data", "import", "--db", str(tmp_path / "copy.db"), str(tmp_path / "nh3.xyz"))
