@@ -501,7 +501,9 @@ def _find_committee_forces(system: Any, prefix: Optional[str]) -> List[Any]:
     return found
 
 
-def read_uncertainty(context: Any, parameter_prefix: Optional[str] = None, state: Any = None) -> Uncertainty:
+def read_uncertainty(
+    context: Any, parameter_prefix: Optional[str] = None, state: Any = None, evaluate: bool = True
+) -> Uncertainty:
     """Committee statistics at the context's current positions.
 
     Parameters
@@ -512,6 +514,10 @@ def read_uncertainty(context: Any, parameter_prefix: Optional[str] = None, state
     state : openmm.State, optional
         A state obtained with ``parameterDerivatives=True`` (torch path): its
         values are used directly, without evaluating anything.
+    evaluate : bool
+        Python path: with ``False``, return the statistics of the force's last
+        evaluation (e.g. the Simulation's own ``getState`` for its reporters)
+        instead of evaluating the force group now.
 
     Returns
     -------
@@ -536,6 +542,10 @@ def read_uncertainty(context: Any, parameter_prefix: Optional[str] = None, state
     name = force.getName()
     if "#" in name:  # python path
         candidates = {c: c.calls for c in list(_COMPUTATIONS) if c.name == name}
+        if not evaluate:
+            last = [c for c in candidates if c.last is not None]
+            if len(last) == 1:
+                return Uncertainty(**last[0].last)
         context.getState(energy=True, groups={force.getForceGroup()})
         evaluated = [c for c, calls in candidates.items() if c.calls != calls]
         if len(evaluated) != 1 or evaluated[0].last is None:

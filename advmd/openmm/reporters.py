@@ -1,0 +1,414 @@
+"""OpenMM reporters for committee MD: uncertainty log, stability watchdog, frame extraction.
+
+All follow OpenMM's reporter protocol (``describeNextReport`` returning the dict form,
+``report(simulation, state)``) and work in any OpenMM script. They ask for
+``parameterDerivatives`` where a TorchForce committee is present, so the committee
+statistics come from the Simulation's single ``getState`` call: no extra model
+evaluation. Files are written as they go (bounded memory) and flushed every report.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any, Deque, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from advmd import units
+from advmd.md.stability import Checker, Frame, check_all
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["UncertaintyReporter", "StabilityWatchdog", "FrameExtractor", "InstabilityError", "frame_from_state"]
+
+UNCERTAINTY_COLUMNS = [
+    "step",
+    "time_ps",
+    "potential_energy_kjmol",
+    "sigma_energy_kjmol",
+    "sigma_force_kjmol_nm",
+    "max_force_deviation_kjmol_nm",
+    "max_deviation_atom",
+    "max_deviation_atom_name",
+    "bias_energy_kjmol",
+    "bias_strength",
+]
+
+
+class InstabilityError(RuntimeError):
+    """Raised by :class:`StabilityWatchdog` to stop a simulation that became unphysical.
+
+    Attributes
+    ----------
+    step : int
+        The step at which the failure was detected.
+    reasons : list of str
+    """
+
+    def __init__(self, step: int, reasons: List[str]) -> None:
+        super().__init__(f"unstable at step {step}: " + "; ".join(reasons))
+        self.step = step
+        self.reasons = reasons
+
+
+def _check_interval(report_interval: int) -> int:
+    if int(report_interval) != report_interval or report_interval < 1:
+        raise ValueError(f"reportInterval must be a positive integer number of steps, got {report_interval!r}")
+    return int(report_interval)
+
+
+def _committee(simulation: Any, prefix: Optional[str]) -> Optional[Any]:
+    from advmd.openmm.forces import _find_committee_forces
+
+    forces = _find_committee_forces(simulation.system, prefix)
+    if len(forces) > 1:
+        raise ValueError("the System has several committee forces; give parameter_prefix to choose one")
+    return forces[0] if forces else None
+
+
+def _include(simulation: Any, prefix: Optional[str], extra: Sequence[str]) -> List[str]:
+    include = list(extra)
+    force = _committee(simulation, prefix)
+    if force is not None and "#" not in force.getName():
+        include.append("parameterDerivatives")
+    return include
+
+
+def _uncertainty(simulation: Any, state: Any, prefix: Optional[str]) -> Optional[Any]:
+    from advmd.openmm.forces import read_uncertainty
+
+    force = _committee(simulation, prefix)
+    if force is None:
+        return None
+    name = force.getName()
+    if "#" in name:
+        return read_uncertainty(simulation.context, name.split("committee")[0], evaluate=False)
+    return read_uncertainty(simulation.context, name[: -len("committee")], state=state)
+
+
+def _degrees_of_freedom(system: Any) -> int:
+    import openmm
+
+    dof = sum(3 for k in range(system.getNumParticles()) if system.getParticleMass(k).value_in_unit(openmm.unit.dalton) > 0)
+    dof -= system.getNumConstraints()
+    if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()):
+        dof -= 3
+    return max(dof, 1)
+
+
+def frame_from_state(simulation: Any, state: Any, prefix: Optional[str] = None) -> Frame:
+    """A :class:`Frame` (Angstrom, eV, K) from an OpenMM state with positions and energy."""
+    from openmm import unit
+
+    positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * units.NM_TO_ANGSTROM
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * units.KJ_PER_MOL_TO_EV
+    kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+    r = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+    temperature = 2.0 * kinetic / (_degrees_of_freedom(simulation.system) * r)
+    frame = Frame(
+        int(simulation.currentStep), state.getTime().value_in_unit(unit.picosecond), np.asarray(positions), energy, temperature
+    )
+    u = _uncertainty(simulation, state, prefix)
+    if u is not None:
+        frame.sigma_energy = u.sigma_energy * units.KJ_PER_MOL_TO_EV
+        frame.sigma_force = u.sigma_force / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
+        frame.max_force_deviation = u.max_force_deviation / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
+        frame.max_deviation_atom = u.max_deviation_atom
+    return frame
+
+
+class UncertaintyReporter:
+    """Per-report committee uncertainty as CSV (one row a report, flushed each time).
+
+    Columns: step, time (ps), potential energy (kJ/mol), sigma_E (kJ/mol), sigma_F and the
+    max per-atom force deviation (kJ/mol/nm), the atom carrying it (index and
+    ``residue-name:atom-name``), bias energy (kJ/mol) and bias strength.
+
+    Parameters
+    ----------
+    file : str or path-like
+    reportInterval : int
+        Steps between reports (OpenMM's keyword).
+    append : bool
+        Continue an existing file after a restart: a torn last line is dropped and
+        steps already in the file are not written again.
+    parameter_prefix : str, optional
+        Which committee force (only needed when the System holds several).
+    """
+
+    def __init__(
+        self, file: Union[str, os.PathLike], reportInterval: int, append: bool = False, parameter_prefix: Optional[str] = None
+    ) -> None:
+        self.path = Path(file)
+        self.interval = _check_interval(reportInterval)
+        self.prefix = parameter_prefix
+        self.last_step = -1
+        if append and self.path.exists():
+            self.last_step = repair_csv(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", newline="") as handle:
+                csv.writer(handle).writerow(UNCERTAINTY_COLUMNS)
+        self._handle = open(self.path, "a", newline="")
+        self._writer = csv.writer(self._handle)
+        self._atom_names: Optional[List[str]] = None
+
+    def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
+        steps = self.interval - simulation.currentStep % self.interval
+        return {"steps": steps, "periodic": None, "include": _include(simulation, self.prefix, ["energy"])}
+
+    def report(self, simulation: Any, state: Any) -> None:
+        from openmm import unit
+
+        from advmd.openmm.forces import parameter_names
+
+        step = int(simulation.currentStep)
+        if step <= self.last_step:
+            return
+        if self._atom_names is None:
+            self._atom_names = [f"{a.residue.name}{a.residue.id}:{a.name}" for a in simulation.topology.atoms()]
+        u = _uncertainty(simulation, state, self.prefix)
+        force = _committee(simulation, self.prefix)
+        strength = math.nan
+        if force is not None:
+            prefix = force.getName().split("committee")[0]
+            strength = simulation.context.getParameter(parameter_names(prefix)["bias_strength"])
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        time_ps = state.getTime().value_in_unit(unit.picosecond)
+        if u is None:
+            row = [step, time_ps, energy] + [math.nan] * 3 + [-1, "", math.nan, strength]
+        else:
+            atom = u.max_deviation_atom
+            row = [
+                step,
+                time_ps,
+                energy,
+                u.sigma_energy,
+                u.sigma_force,
+                u.max_force_deviation,
+                atom,
+                self._atom_names[atom],
+                u.bias_energy,
+                strength,
+            ]
+        self._writer.writerow(row)
+        self._handle.flush()
+        self.last_step = step
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __del__(self) -> None:
+        try:
+            self._handle.close()
+        except Exception:
+            pass
+
+
+def repair_csv(path: Union[str, os.PathLike], keep_through_step: Optional[int] = None) -> int:
+    """Make a reporter CSV consistent after a crash; return its last step (-1 if none).
+
+    Drops a torn last line (a crash mid-write) and, with ``keep_through_step``, every row
+    after that step (the rows a resumed run from an earlier checkpoint will write again).
+    The file is rewritten atomically.
+    """
+    path = Path(path)
+    text = path.read_text()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # torn last line
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ValueError(f"{str(path)!r} has no header; it is not an advmd reporter file")
+    header, rows = lines[0], lines[1:]
+    kept = []
+    for line in rows:
+        step = int(line.split(",", 1)[0])
+        if keep_through_step is not None and step > keep_through_step:
+            break
+        kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join([header] + kept) + "\n")
+    os.replace(tmp, path)
+    return int(kept[-1].split(",", 1)[0]) if kept else -1
+
+
+class StabilityWatchdog:
+    """Stops a simulation cleanly when a stability criterion fails.
+
+    On failure it writes the last good frames (an mdtraj-readable PDB of up to
+    ``keep_last`` frames) next to ``failure_file``, records ``failure`` (step and
+    reasons), and raises :class:`InstabilityError` out of ``simulation.step``, so
+    nothing keeps integrating garbage.
+
+    Parameters
+    ----------
+    checkers : sequence of Checker
+    reportInterval : int
+    keep_last : int
+        Good frames kept in memory (a ring buffer; memory stays bounded).
+    failure_file : path, optional
+        Where the last good frames go (PDB) on failure.
+    parameter_prefix : str, optional
+    """
+
+    def __init__(
+        self,
+        checkers: Sequence[Checker],
+        reportInterval: int,
+        keep_last: int = 10,
+        failure_file: Optional[Union[str, os.PathLike]] = None,
+        parameter_prefix: Optional[str] = None,
+    ) -> None:
+        if not checkers:
+            raise ValueError("StabilityWatchdog needs at least one checker")
+        for checker in checkers:
+            if not isinstance(checker, Checker):
+                raise TypeError(f"checkers must be Checker instances, got {type(checker).__name__}")
+        self.checkers = list(checkers)
+        self.interval = _check_interval(reportInterval)
+        self.good: Deque[Frame] = deque(maxlen=int(keep_last))
+        self.failure_file = Path(failure_file) if failure_file is not None else None
+        self.prefix = parameter_prefix
+        self.failure: Optional[InstabilityError] = None
+
+    def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
+        steps = self.interval - simulation.currentStep % self.interval
+        return {"steps": steps, "periodic": False, "include": _include(simulation, self.prefix, ["positions", "energy"])}
+
+    def report(self, simulation: Any, state: Any) -> None:
+        frame = frame_from_state(simulation, state, self.prefix)
+        reasons = check_all(self.checkers, frame)
+        if not reasons:
+            self.good.append(frame)
+            return
+        self.failure = InstabilityError(frame.step, reasons)
+        logger.warning("%s", self.failure)
+        if self.failure_file is not None and self.good:
+            self._write_last_good(simulation.topology)
+        raise self.failure
+
+    def _write_last_good(self, topology: Any) -> None:
+        import mdtraj
+
+        md_topology = mdtraj.Topology.from_openmm(topology)
+        xyz = np.stack([f.positions for f in self.good]) * units.ANGSTROM_TO_NM
+        trajectory = mdtraj.Trajectory(xyz, md_topology, time=np.array([f.time_ps for f in self.good]))
+        self.failure_file.parent.mkdir(parents=True, exist_ok=True)
+        trajectory.save_pdb(str(self.failure_file))
+
+
+class FrameExtractor:
+    """Sends frames whose uncertainty lies in a trust band to a dataset and a trajectory.
+
+    DP-GEN style: below ``lower`` the committee knows the structure; above ``upper`` the
+    structure has exploded; in between it is worth labelling. Extracted frames are at
+    least ``min_spacing`` steps apart (decorrelation), stored as pending rows with
+    provenance (source ``md``, generation, uncertainty, step), and appended to an
+    mdtraj trajectory (``.h5`` or ``.dcd``).
+
+    Parameters
+    ----------
+    dataset : advmd.data.Dataset, optional
+    reportInterval : int
+    lower, upper : float
+        Trust band of ``metric`` in eV/Angstrom (eV for ``sigma_energy``).
+    metric : {"max_force_deviation", "sigma_force", "sigma_energy"}
+    min_spacing : int
+        Steps between two extracted frames.
+    generation : int
+        Provenance generation.
+    trajectory : path, optional
+        ``.h5`` or ``.dcd`` file the frames are appended to.
+    """
+
+    METRICS = ("max_force_deviation", "sigma_force", "sigma_energy")
+
+    def __init__(
+        self,
+        dataset: Any,
+        reportInterval: int,
+        lower: float,
+        upper: float,
+        metric: str = "max_force_deviation",
+        min_spacing: int = 0,
+        generation: int = 0,
+        trajectory: Optional[Union[str, os.PathLike]] = None,
+        parameter_prefix: Optional[str] = None,
+    ) -> None:
+        if metric not in self.METRICS:
+            raise ValueError(f"metric must be one of {self.METRICS}, got {metric!r}")
+        if not (0 <= lower < upper):
+            raise ValueError(f"trust band needs 0 <= lower < upper, got lower={lower!r}, upper={upper!r}")
+        if int(min_spacing) != min_spacing or min_spacing < 0:
+            raise ValueError(f"min_spacing must be an integer >= 0 steps, got {min_spacing!r}")
+        if trajectory is not None and Path(trajectory).suffix not in (".h5", ".dcd"):
+            raise ValueError(f"trajectory must end in .h5 or .dcd, got {str(trajectory)!r}")
+        self.dataset = dataset
+        self.interval = _check_interval(reportInterval)
+        self.lower, self.upper, self.metric = float(lower), float(upper), metric
+        self.min_spacing = int(min_spacing)
+        self.generation = int(generation)
+        self.trajectory_path = Path(trajectory) if trajectory is not None else None
+        self.prefix = parameter_prefix
+        self.last_extracted = -(10**18)
+        self.extracted: int = 0
+        self._trajectory_file: Any = None
+
+    def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
+        steps = self.interval - simulation.currentStep % self.interval
+        return {"steps": steps, "periodic": False, "include": _include(simulation, self.prefix, ["positions", "energy"])}
+
+    def report(self, simulation: Any, state: Any) -> None:
+        frame = frame_from_state(simulation, state, self.prefix)
+        value = getattr(frame, self.metric)
+        if not (math.isfinite(value) and self.lower <= value < self.upper):
+            return
+        if frame.step - self.last_extracted < self.min_spacing:
+            return
+        self.last_extracted = frame.step
+        self.extracted += 1
+        if self.dataset is not None:
+            from ase import Atoms
+
+            from advmd.data import Provenance
+
+            numbers = [a.element.atomic_number for a in simulation.topology.atoms()]
+            provenance = Provenance(
+                "md",
+                generation=self.generation,
+                uncertainty=float(value),
+                selection={"step": frame.step, "time_ps": frame.time_ps, "metric": self.metric, "band": [self.lower, self.upper]},
+            )
+            self.dataset.add([Atoms(numbers=numbers, positions=frame.positions)], provenance)
+        if self.trajectory_path is not None:
+            self._append(simulation.topology, frame)
+
+    def _append(self, topology: Any, frame: Frame) -> None:
+        import mdtraj
+
+        xyz = frame.positions[None] * units.ANGSTROM_TO_NM
+        if self._trajectory_file is None:
+            self.trajectory_path.parent.mkdir(parents=True, exist_ok=True)
+            if self.trajectory_path.suffix == ".h5":
+                self._trajectory_file = mdtraj.formats.HDF5TrajectoryFile(str(self.trajectory_path), mode="a")
+                if self._trajectory_file.topology is None:
+                    self._trajectory_file.topology = mdtraj.Topology.from_openmm(topology)
+            else:
+                mode = "r+" if self.trajectory_path.exists() else "w"
+                self._trajectory_file = mdtraj.formats.DCDTrajectoryFile(str(self.trajectory_path), mode=mode)
+        if self.trajectory_path.suffix == ".h5":
+            self._trajectory_file.write(xyz, time=np.array([frame.time_ps]))
+        else:
+            self._trajectory_file.write(xyz * 10.0)  # DCD stores Angstrom
+        self._trajectory_file.flush()
+
+    def close(self) -> None:
+        if self._trajectory_file is not None:
+            self._trajectory_file.close()
+            self._trajectory_file = None

@@ -1,0 +1,202 @@
+"""Monitoring reporters: watchdog stops broken runs and stays quiet on good ones; logs and extraction."""
+
+import csv
+import math
+from typing import Optional
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from ase import Atoms
+from openmm import app, unit
+
+from advmd import units
+from advmd.committee import CommitteePotential, TorchScriptCommittee, make_bias
+from advmd.data import Dataset
+from advmd.md.stability import (
+    BondLengthChecker,
+    DistanceRangeChecker,
+    Frame,
+    MinimumDistanceChecker,
+    TemperatureChecker,
+    UncertaintyChecker,
+    make_checker,
+)
+from advmd.openmm import create_system, read_uncertainty
+from advmd.openmm.reporters import FrameExtractor, InstabilityError, StabilityWatchdog, UncertaintyReporter, repair_csv
+from advmd.systems import amber14_vacuum_system
+from tests.conftest import small_potential
+
+
+class Collapse(torch.nn.Module):
+    """A broken 'potential': every atom is pulled to the centroid (atoms collapse together)."""
+
+    def __init__(self, k: float):
+        super().__init__()
+        self.k = k
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.k * ((positions - positions.mean(0)) ** 2).sum()
+
+
+def simulation_for(pdb, system, seed=1, timestep_fs=0.5):
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, timestep_fs * unit.femtoseconds)
+    integrator.setRandomNumberSeed(seed)
+    simulation = app.Simulation(pdb.topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(pdb.positions)
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, seed)
+    return simulation
+
+
+def reference_angstrom(pdb):
+    return pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * units.NM_TO_ANGSTROM
+
+
+def test_watchdog_stops_a_collapsing_model_within_one_report_interval(alanine_pdb, tmp_path):
+    committee = TorchScriptCommittee([Collapse(0.05), Collapse(0.06)], species=[1, 6, 7, 8], cutoff=0.0)
+    system = create_system(alanine_pdb.topology, CommitteePotential(committee, make_bias("none", 2)))
+    simulation = simulation_for(alanine_pdb, system)
+    simulation.context.setVelocities(np.zeros((22, 3)))  # start at rest: the collapse, not thermal motion, breaks it
+    checkers = [
+        BondLengthChecker.from_topology(alanine_pdb.topology, reference_angstrom(alanine_pdb)),
+        MinimumDistanceChecker.from_topology(alanine_pdb.topology, 0.7),
+    ]
+    watchdog = StabilityWatchdog(checkers, reportInterval=10, failure_file=tmp_path / "last_good.pdb")
+    simulation.reporters.append(watchdog)
+    with pytest.raises(InstabilityError) as caught:
+        simulation.step(20000)
+    failure = caught.value
+    assert simulation.currentStep == failure.step < 20000  # stopped at once, nothing integrated after
+    assert len(watchdog.good) >= 3  # it ran fine for a while first
+    assert failure.step - watchdog.good[-1].step == 10  # every earlier report was fine: caught within one interval
+    assert any("bond" in r or "closer than" in r for r in failure.reasons)
+    import mdtraj
+
+    last_good = mdtraj.load(str(tmp_path / "last_good.pdb"))
+    assert last_good.n_frames == len(watchdog.good) and last_good.n_atoms == 22
+
+
+def test_watchdog_is_quiet_on_a_long_stable_classical_run(alanine_pdb):
+    system = amber14_vacuum_system(alanine_pdb.topology, constraints=app.HBonds)
+    simulation = simulation_for(alanine_pdb, system, timestep_fs=2.0)
+    checkers = [
+        BondLengthChecker.from_topology(alanine_pdb.topology, reference_angstrom(alanine_pdb)),
+        MinimumDistanceChecker.from_topology(alanine_pdb.topology, 0.7),
+        make_checker("finite"),
+        TemperatureChecker(300.0, factor=2.0, window=5),
+    ]
+    watchdog = StabilityWatchdog(checkers, reportInterval=50)
+    simulation.reporters.append(watchdog)
+    simulation.step(5000)  # 10 ps at 300 K
+    assert watchdog.failure is None and len(watchdog.good) == 10
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_uncertainty_reporter_rows_equal_direct_readout(alanine_pdb, tmp_path, backend):
+    system = create_system(alanine_pdb.topology, small_potential("udd", width=1.0), backend=backend, bias_strength=5.0)
+    simulation = simulation_for(alanine_pdb, system)
+    reporter = UncertaintyReporter(tmp_path / "u.csv", reportInterval=5)
+    simulation.reporters.append(reporter)
+    simulation.step(20)
+    reporter.close()
+    rows = list(csv.DictReader(open(tmp_path / "u.csv")))
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    direct = read_uncertainty(simulation.context)
+    last = rows[-1]
+    assert float(last["sigma_force_kjmol_nm"]) == pytest.approx(direct.sigma_force, rel=1e-9)
+    assert float(last["bias_energy_kjmol"]) == pytest.approx(direct.bias_energy, rel=1e-9)
+    assert int(last["max_deviation_atom"]) == direct.max_deviation_atom
+    assert last["max_deviation_atom_name"].count(":") == 1
+    assert float(last["bias_strength"]) == 5.0
+
+
+def test_restart_after_a_crash_reproduces_the_reporter_file(alanine_pdb, tmp_path):
+    potential = small_potential("udd", width=1.0)
+
+    def fresh():
+        return simulation_for(alanine_pdb, create_system(alanine_pdb.topology, potential, bias_strength=5.0), seed=7)
+
+    reference = fresh()
+    reporter = UncertaintyReporter(tmp_path / "reference.csv", reportInterval=5)
+    reference.reporters.append(reporter)
+    reference.step(40)
+    reporter.close()
+
+    crashed = fresh()
+    reporter = UncertaintyReporter(tmp_path / "run.csv", reportInterval=5)
+    crashed.reporters.append(reporter)
+    crashed.step(20)
+    crashed.saveCheckpoint(str(tmp_path / "run.chk"))
+    crashed.step(13)  # rows up to 30 written after the checkpoint...
+    reporter.close()
+    with open(tmp_path / "run.csv", "a") as handle:
+        handle.write("35,0.0175,-1")  # ...and a row torn by kill -9
+
+    resumed = fresh()
+    resumed.loadCheckpoint(str(tmp_path / "run.chk"))
+    assert resumed.currentStep == 20
+    assert repair_csv(tmp_path / "run.csv", keep_through_step=resumed.currentStep) == 20
+    reporter = UncertaintyReporter(tmp_path / "run.csv", reportInterval=5, append=True)
+    resumed.reporters.append(reporter)
+    resumed.step(20)
+    reporter.close()
+    assert (tmp_path / "run.csv").read_text() == (tmp_path / "reference.csv").read_text()
+
+
+def test_frame_extractor_keeps_band_and_spacing(alanine_pdb, tmp_path):
+    potential = small_potential("none")
+    log = tmp_path / "u.csv"
+    first = simulation_for(alanine_pdb, create_system(alanine_pdb.topology, potential), seed=3)
+    reporter = UncertaintyReporter(log, reportInterval=4)
+    first.reporters.append(reporter)
+    first.step(200)
+    reporter.close()
+    values = (
+        np.array([float(r["max_force_deviation_kjmol_nm"]) for r in csv.DictReader(open(log))])
+        / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
+    )
+    lower, upper = np.percentile(values, [20, 80])
+
+    dataset = Dataset(tmp_path / "frames.db")
+    second = simulation_for(alanine_pdb, create_system(alanine_pdb.topology, potential), seed=3)
+    extractor = FrameExtractor(dataset, 4, lower, upper, min_spacing=12, generation=2, trajectory=tmp_path / "frames.h5")
+    second.reporters.append(extractor)
+    second.step(200)
+    extractor.close()
+    rows = list(dataset.rows())
+    assert len(rows) == extractor.extracted >= 3
+    steps = [r.data["selection"]["step"] for r in rows]
+    assert all(b - a >= 12 for a, b in zip(steps, steps[1:]))
+    assert all(lower <= r.uncertainty < upper and r.source == "md" and r.generation == 2 for r in rows)
+    import mdtraj
+
+    assert mdtraj.load(str(tmp_path / "frames.h5")).n_frames == len(rows)
+
+
+def test_ammonia_rule_and_other_criteria_are_expressible():
+    numbers = [7, 1, 1, 1]
+    rule = DistanceRangeChecker.element_pairs(numbers, 1, 1, 0.80, 2.55)
+    assert len(rule.pairs) == 3
+    good = np.array([[0, 0, 0.12], [0.94, 0, -0.27], [-0.47, 0.81, -0.27], [-0.47, -0.81, -0.27]])
+    assert rule.check(Frame(0, 0.0, good, 0.0)) is None
+    squeezed = good.copy()
+    squeezed[2] = squeezed[1] + [0.1, 0.5, 0.0]
+    assert "outside [0.8, 2.55]" in rule.check(Frame(1, 0.0, squeezed, 0.0))
+    assert make_checker("energy_floor", minimum=-1.0).check(Frame(2, 0.0, good, -1.5)) is not None
+    assert UncertaintyChecker(0.5).check(Frame(3, 0.0, good, 0.0, max_force_deviation=0.7)) is not None
+    assert make_checker("finite").check(Frame(4, 0.0, good, math.nan)) is not None
+    assert Atoms  # the frames above are ammonia geometries (N, 3 H)
+
+
+def test_bad_monitoring_configuration_fails_before_any_step(tmp_path):
+    with pytest.raises(ValueError, match="unknown stability criterion 'vibes'"):
+        make_checker("vibes")
+    with pytest.raises(ValueError, match="reportInterval must be a positive integer"):
+        UncertaintyReporter(tmp_path / "u.csv", reportInterval=-5)
+    with pytest.raises(ValueError, match="trust band needs 0 <= lower < upper"):
+        FrameExtractor(None, 10, 0.5, 0.2)
+    with pytest.raises(ValueError, match="needs at least one checker"):
+        StabilityWatchdog([], 10)
+    with pytest.raises(ValueError, match="trajectory must end in .h5 or .dcd"):
+        FrameExtractor(None, 10, 0.1, 0.2, trajectory=tmp_path / "x.xyz")
