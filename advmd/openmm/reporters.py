@@ -13,6 +13,7 @@ import csv
 import logging
 import math
 import os
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Sequence, Union
@@ -62,13 +63,30 @@ def _check_interval(report_interval: int) -> int:
     return int(report_interval)
 
 
+_SYSTEM_CACHE: "weakref.WeakKeyDictionary[Any, Dict[Any, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _cached(simulation: Any, key: Any, compute: Any) -> Any:
+    """Per-Simulation cache of facts that do not change during a run (deferred setup on first report)."""
+    try:
+        store = _SYSTEM_CACHE.setdefault(simulation, {})
+    except TypeError:  # not weak-referenceable: no cache
+        return compute()
+    if key not in store:
+        store[key] = compute()
+    return store[key]
+
+
 def _committee(simulation: Any, prefix: Optional[str]) -> Optional[Any]:
     from advmd.openmm.forces import _find_committee_forces
 
-    forces = _find_committee_forces(simulation.system, prefix)
-    if len(forces) > 1:
-        raise ValueError("the System has several committee forces; give parameter_prefix to choose one")
-    return forces[0] if forces else None
+    def find() -> Optional[Any]:
+        forces = _find_committee_forces(simulation.system, prefix)
+        if len(forces) > 1:
+            raise ValueError("the System has several committee forces; give parameter_prefix to choose one")
+        return forces[0] if forces else None
+
+    return _cached(simulation, ("committee", prefix), find)
 
 
 def _include(simulation: Any, prefix: Optional[str], extra: Sequence[str]) -> List[str]:
@@ -109,7 +127,8 @@ def frame_from_state(simulation: Any, state: Any, prefix: Optional[str] = None) 
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * units.KJ_PER_MOL_TO_EV
     kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
     r = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
-    temperature = 2.0 * kinetic / (_degrees_of_freedom(simulation.system) * r)
+    dof = _cached(simulation, "dof", lambda: _degrees_of_freedom(simulation.system))
+    temperature = 2.0 * kinetic / (dof * r)
     frame = Frame(
         int(simulation.currentStep), state.getTime().value_in_unit(unit.picosecond), np.asarray(positions), energy, temperature
     )
