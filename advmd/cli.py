@@ -18,8 +18,10 @@ train
     Train, evaluate, calibrate and export a committee from a TOML config.
 export
     Re-export a committee with another bias form, width or default strength (no retraining).
+md
+    Monitored, checkpointed committee MD from a TOML config; rerun the command to resume.
 example-config
-    Print the commented example training config.
+    Print a commented example config (train or md).
 """
 
 from __future__ import annotations
@@ -231,7 +233,21 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
 def _example_config(args: argparse.Namespace, out: TextIO) -> int:
     from advmd.systems import resource_path
 
-    out.write(resource_path("train.example.toml").read_text())
+    out.write(resource_path(f"{args.kind}.example.toml").read_text())
+    return 0
+
+
+def _md(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.md.runner import load_md_config, run_md
+
+    config = load_md_config(args.config)
+    result = run_md(config, progress=not args.quiet)
+    where = config["run"]["output"]
+    if result.status == "unstable":
+        _write(out, f"advmd md: run stopped as unstable at step {result.failure_step}: {'; '.join(result.reasons)} (see {where})")
+        return 3
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""
+    _write(out, f"advmd md: {result.status} {result.steps} steps{resumed}; {result.ns_per_day:.2f} ns/day; output in {where}")
     return 0
 
 
@@ -287,7 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--width", type=float, default=None, help="UDD width B in eV")
     exp.add_argument("--default-strength", type=float, default=None, help="in the bias's unit (eV for udd, Angstrom for hal)")
 
-    verbs.add_parser("example-config", help="print the commented example training config")
+    md = verbs.add_parser("md", help="monitored, checkpointed committee MD from a TOML config (rerun to resume)")
+    md.add_argument("--config", required=True, help="TOML config (see 'advmd example-config md')")
+    md.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    example = verbs.add_parser("example-config", help="print a commented example config")
+    example.add_argument("kind", nargs="?", choices=("train", "md"), default="train")
     return parser
 
 
@@ -302,6 +323,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
         "train": _train,
         "export": _export,
         "example-config": _example_config,
+        "md": _md,
     }
     return handlers[args.verb](args, out)
 

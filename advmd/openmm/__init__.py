@@ -8,6 +8,7 @@ from advmd.openmm.forces import (
     create_system,
     parameter_names,
     read_uncertainty,
+    use_simple_executor,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "create_system",
     "parameter_names",
     "read_uncertainty",
+    "use_simple_executor",
 ]

@@ -344,6 +344,8 @@ class FrameExtractor:
         Provenance generation.
     trajectory : path, optional
         ``.h5`` or ``.dcd`` file the frames are appended to.
+    run_id : str
+        Recorded with each row, so a resumed run can drop the rows it will extract again.
     """
 
     METRICS = ("max_force_deviation", "sigma_force", "sigma_energy")
@@ -359,6 +361,7 @@ class FrameExtractor:
         generation: int = 0,
         trajectory: Optional[Union[str, os.PathLike]] = None,
         parameter_prefix: Optional[str] = None,
+        run_id: str = "",
     ) -> None:
         if metric not in self.METRICS:
             raise ValueError(f"metric must be one of {self.METRICS}, got {metric!r}")
@@ -375,6 +378,7 @@ class FrameExtractor:
         self.generation = int(generation)
         self.trajectory_path = Path(trajectory) if trajectory is not None else None
         self.prefix = parameter_prefix
+        self.run_id = run_id
         self.last_extracted = -(10**18)
         self.extracted: int = 0
         self._trajectory_file: Any = None
@@ -402,7 +406,13 @@ class FrameExtractor:
                 "md",
                 generation=self.generation,
                 uncertainty=float(value),
-                selection={"step": frame.step, "time_ps": frame.time_ps, "metric": self.metric, "band": [self.lower, self.upper]},
+                selection={
+                    "step": frame.step,
+                    "time_ps": frame.time_ps,
+                    "metric": self.metric,
+                    "band": [self.lower, self.upper],
+                    "run": self.run_id,
+                },
             )
             self.dataset.add([Atoms(numbers=numbers, positions=frame.positions)], provenance)
         if self.trajectory_path is not None:

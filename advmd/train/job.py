@@ -8,15 +8,15 @@ exports one TorchScript file whose metadata records all of it.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
+
+from advmd.config import merge_config
 
 logger = logging.getLogger(__name__)
 
@@ -51,41 +51,16 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
 def load_config(source: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, Any]:
     """Merge a TOML file (or dict) over :data:`DEFAULTS`; unknown sections or keys are errors.
 
-    Relative paths in ``[data]`` and ``[output]`` are taken relative to the config file.
+    Relative paths in ``[data]``, ``[output]`` and ``model.fine_tune_from`` are taken relative to the config file.
     """
-    base = Path(".")
-    if isinstance(source, dict):
-        given = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist; see advmd/resources/train.example.toml")
-        try:
-            given = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"config file {str(path)!r} is not valid TOML: {error}") from error
-        base = path.parent
-    config = copy.deepcopy(DEFAULTS)
-    for section, values in given.items():
-        if section not in config:
-            raise ValueError(f"config: unknown section [{section}]; valid sections are {sorted(config)}")
-        if not isinstance(values, dict):
-            raise ValueError(f"config: [{section}] must be a table of keys")
-        for key, value in values.items():
-            if key not in config[section]:
-                raise ValueError(f"config: unknown key {key!r} in [{section}]; valid keys are {sorted(config[section])}")
-            config[section][key] = value
-    for section, key in (
+    path_keys = [
         ("data", "database"),
         ("output", "model"),
         ("output", "checkpoint"),
         ("output", "metrics"),
         ("model", "fine_tune_from"),
-    ):
-        value = config[section][key]
-        if value and not str(value).startswith(("postgresql://", "postgres://")) and not Path(value).is_absolute():
-            config[section][key] = str(base / value)
-    return config
+    ]
+    return merge_config(DEFAULTS, source, path_keys, example="train.example.toml")
 
 
 def run_training(config: Dict[str, Any]) -> Dict[str, Any]:

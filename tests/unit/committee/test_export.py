@@ -34,8 +34,8 @@ def test_export_round_trip_keeps_outputs_and_metadata(alanine, tmp_path):
     s = torch.tensor(0.25, dtype=torch.float64)
     a = potential(positions, numbers, None, s)
     b = loaded(positions, numbers, None, s)
-    for key in ("energy", "forces", "sigma_f2", "bias_energy"):
-        torch.testing.assert_close(b[key], a[key], atol=0, rtol=0)
+    for key in ("energy", "forces", "sigma_f2", "bias_energy"):  # eager vs scripted: the executor may fuse ops
+        torch.testing.assert_close(b[key], a[key], atol=1e-12, rtol=1e-12)
 
     # Re-save the loaded module: same outputs, same species/bias record.
     again = export_committee(loaded, tmp_path / "again.pt", default_strength=0.25, extra_metadata={"threshold": 0.1})
@@ -43,7 +43,7 @@ def test_export_round_trip_keeps_outputs_and_metadata(alanine, tmp_path):
     for key in ("species", "cutoff", "n_members", "bias", "units", "threshold"):
         assert again_metadata[key] == metadata[key]
     c = reloaded(positions, numbers, None, s)
-    torch.testing.assert_close(c["forces"], a["forces"], atol=0, rtol=0)
+    torch.testing.assert_close(c["forces"], b["forces"], atol=0, rtol=0)  # scripted vs re-saved: bit for bit
 
 
 def test_metadata_is_read_from_the_archive_without_torch(tmp_path):

@@ -1,0 +1,378 @@
+"""Production MD with a committee: monitored, checkpointed, resumable (``advmd md``).
+
+One output directory holds everything a run needs to continue:
+
+``state.chk``        OpenMM checkpoint (positions, velocities, thermostat RNG, step), replaced atomically
+``progress.json``    status, step of the last checkpoint, bias strength, failure reason (atomic)
+``uncertainty.csv``  one row per report (see :class:`~advmd.openmm.reporters.UncertaintyReporter`)
+``last_good.pdb``    the last good frames, written if the watchdog stops the run
+
+Run the same command again after a crash (even ``kill -9``): the runner loads the last
+checkpoint, drops the rows written after it (and a torn last line) from the CSV, deletes
+dataset rows this run extracted after it, and continues. No reported frame is lost or
+duplicated. Memory stays bounded: reporters stream to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+
+from advmd import units
+from advmd.config import merge_config
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MD_DEFAULTS", "load_md_config", "validate_md_config", "run_md", "RunResult"]
+
+MD_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "system": {"pdb": ""},
+    "model": {"file": "", "backend": "torch"},
+    "integrator": {"kind": "langevin_middle", "temperature": 300.0, "timestep": 0.5, "friction": 1.0, "seed": 0},
+    "run": {"steps": 20000, "platform": "CPU", "output": "md-run", "checkpoint_interval": 1000, "minimize": True},
+    "bias": {"strength": 0.0, "schedule": []},
+    "report": {"interval": 100},
+    "watchdog": {
+        "enabled": True,
+        "bond_tolerance": 0.5,
+        "min_distance": 0.7,
+        "temperature_factor": 3.0,
+        "uncertainty_limit": 0.0,
+        "energy_floor": "",
+    },
+    "extract": {
+        "enabled": False,
+        "database": "frames.db",
+        "metric": "max_force_deviation",
+        "lower": 0.05,
+        "upper": 0.5,
+        "min_spacing": 1000,
+        "generation": 0,
+    },
+}
+INTEGRATORS = ("langevin_middle", "verlet", "nose_hoover")
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_md`."""
+
+    status: str  # "completed" or "unstable"
+    steps: int
+    failure_step: Optional[int]
+    reasons: List[str]
+    seconds: float
+    ns_per_day: float
+    resumed_from: Optional[int]
+
+
+def load_md_config(source: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, Any]:
+    """Merge a TOML file (or dict) over :data:`MD_DEFAULTS` and validate it (no step runs before this passes)."""
+    config = merge_config(
+        MD_DEFAULTS,
+        source,
+        [("system", "pdb"), ("model", "file"), ("run", "output"), ("extract", "database")],
+        example="md.example.toml",
+    )
+    validate_md_config(config)
+    return config
+
+
+def _positive_int(config: Dict[str, Any], section: str, key: str) -> None:
+    value = config[section][key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"[{section}] {key} must be a positive integer, got {value!r}")
+
+
+def validate_md_config(config: Dict[str, Any]) -> None:
+    """Raise ``ValueError``/``FileNotFoundError`` naming the field for any bad setting."""
+    from advmd.openmm.forces import BACKENDS
+
+    for section, key in (("run", "steps"), ("run", "checkpoint_interval"), ("report", "interval")):
+        _positive_int(config, section, key)
+    integ = config["integrator"]
+    if integ["kind"] not in INTEGRATORS:
+        raise ValueError(f"[integrator] kind must be one of {INTEGRATORS}, got {integ['kind']!r}")
+    for key in ("temperature", "timestep", "friction"):
+        if not (isinstance(integ[key], (int, float)) and integ[key] > 0):
+            raise ValueError(f"[integrator] {key} must be a number > 0, got {integ[key]!r}")
+    if config["model"]["backend"] not in BACKENDS:
+        raise ValueError(f"[model] backend must be one of {BACKENDS}, got {config['model']['backend']!r}")
+    for section, key in (("system", "pdb"), ("model", "file")):
+        value = config[section][key]
+        if value and not Path(value).is_file():
+            raise FileNotFoundError(f"[{section}] {key} {value!r} does not exist")
+    schedule = config["bias"]["schedule"]
+    if not isinstance(schedule, list) or any(not (isinstance(e, list) and len(e) == 2) for e in schedule):
+        raise ValueError(f"[bias] schedule must be a list of [step, strength] pairs, got {schedule!r}")
+    for step, strength in schedule:
+        if int(step) != step or step < 0 or not math.isfinite(strength) or strength < 0:
+            raise ValueError(f"[bias] schedule entry [{step}, {strength}] needs a step >= 0 and a finite strength >= 0")
+    if not (math.isfinite(config["bias"]["strength"]) and config["bias"]["strength"] >= 0):
+        raise ValueError(f"[bias] strength must be a finite number >= 0, got {config['bias']['strength']!r}")
+    watch = config["watchdog"]
+    if (
+        watch["bond_tolerance"] <= 0
+        or watch["min_distance"] <= 0
+        or watch["temperature_factor"] <= 1
+        or watch["uncertainty_limit"] < 0
+    ):
+        raise ValueError("[watchdog] needs bond_tolerance > 0, min_distance > 0, temperature_factor > 1, uncertainty_limit >= 0")
+    if watch["energy_floor"] != "" and not isinstance(watch["energy_floor"], (int, float)):
+        raise ValueError(f'[watchdog] energy_floor must be a number (eV) or "", got {watch["energy_floor"]!r}')
+    ext = config["extract"]
+    if ext["enabled"]:
+        if ext["metric"] not in ("max_force_deviation", "sigma_force", "sigma_energy"):
+            raise ValueError(f"[extract] metric {ext['metric']!r} is not max_force_deviation, sigma_force or sigma_energy")
+        if not (0 <= ext["lower"] < ext["upper"]):
+            raise ValueError(f"[extract] needs 0 <= lower < upper, got {ext['lower']!r}, {ext['upper']!r}")
+
+
+def _atomic_json(path: Path, payload: Dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def _strength_at(config: Dict[str, Any], step: int) -> float:
+    strength = float(config["bias"]["strength"])
+    for when, value in sorted(config["bias"]["schedule"]):
+        if step >= when:
+            strength = float(value)
+    return strength
+
+
+def _next_stop(config: Dict[str, Any], step: int, total: int) -> int:
+    interval = config["run"]["checkpoint_interval"]
+    stops = [total, (step // interval + 1) * interval] + [int(w) for w, _ in config["bias"]["schedule"] if int(w) > step]
+    return min(s for s in stops if s > step)
+
+
+def _build_integrator(config: Dict[str, Any]) -> Any:
+    import openmm
+    from openmm import unit
+
+    integ = config["integrator"]
+    temperature = integ["temperature"] * unit.kelvin
+    timestep = integ["timestep"] * unit.femtoseconds
+    if integ["kind"] == "langevin_middle":
+        integrator = openmm.LangevinMiddleIntegrator(temperature, integ["friction"] / unit.picosecond, timestep)
+        integrator.setRandomNumberSeed(int(integ["seed"]) + 1)
+    elif integ["kind"] == "nose_hoover":
+        integrator = openmm.NoseHooverIntegrator(temperature, integ["friction"] / unit.picosecond, timestep)
+    else:
+        integrator = openmm.VerletIntegrator(timestep)
+    return integrator
+
+
+def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Optional[int] = None) -> RunResult:
+    """Run (or resume) a monitored committee MD job from a validated config.
+
+    Parameters
+    ----------
+    config : dict
+        From :func:`load_md_config`.
+    progress : bool
+        Show a progress bar with ns/day and time left.
+    stop_after_steps : int, optional
+        Stop (as if interrupted) once this many steps ran in this call; for tests.
+    """
+    import openmm
+    from openmm import app, unit
+
+    from advmd.md.stability import (
+        BondLengthChecker,
+        EnergyFloorChecker,
+        FiniteChecker,
+        MinimumDistanceChecker,
+        TemperatureChecker,
+        UncertaintyChecker,
+    )
+    from advmd.openmm import create_system, parameter_names, use_simple_executor
+    from advmd.openmm.reporters import FrameExtractor, InstabilityError, StabilityWatchdog, UncertaintyReporter, repair_csv
+    from advmd.systems import alanine_dipeptide, resource_path
+
+    validate_md_config(config)
+    use_simple_executor()  # restarts from a checkpoint must reproduce the uninterrupted run bit for bit
+    out = Path(config["run"]["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    progress_file, checkpoint = out / "progress.json", out / "state.chk"
+    state_record: Dict[str, Any] = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    if state_record.get("status") in ("completed", "unstable"):
+        logger.info("run in %s already %s at step %s", out, state_record["status"], state_record.get("step"))
+        return RunResult(
+            state_record["status"],
+            state_record["step"],
+            state_record.get("failure_step"),
+            state_record.get("reasons", []),
+            0.0,
+            float("nan"),
+            None,
+        )
+
+    if config["system"]["pdb"]:
+        pdb = app.PDBFile(config["system"]["pdb"])
+        topology, positions = pdb.topology, pdb.positions
+    else:
+        topology, positions = alanine_dipeptide()
+    model = config["model"]["file"] or str(resource_path("alanine-dipeptide-committee.pt"))
+    strength_name = parameter_names()["bias_strength"]
+    system = create_system(topology, model, backend=config["model"]["backend"], bias_strength=_strength_at(config, 0))
+    simulation = app.Simulation(
+        topology, system, _build_integrator(config), openmm.Platform.getPlatformByName(config["run"]["platform"])
+    )
+    reference = np.asarray(positions.value_in_unit(unit.nanometer)) * units.NM_TO_ANGSTROM
+    resumed_from = None
+    if checkpoint.exists():
+        simulation.loadCheckpoint(str(checkpoint))
+        resumed_from = int(simulation.currentStep)
+        logger.info("resuming %s from step %d", out, resumed_from)
+    else:
+        simulation.context.setPositions(positions)
+        if config["run"]["minimize"]:
+            simulation.minimizeEnergy(maxIterations=500)
+        simulation.context.setVelocitiesToTemperature(
+            config["integrator"]["temperature"] * unit.kelvin, int(config["integrator"]["seed"]) + 1
+        )
+    start_step = int(simulation.currentStep)
+
+    interval = config["report"]["interval"]
+    csv_path = out / "uncertainty.csv"
+    if resumed_from is not None and csv_path.exists():
+        repair_csv(csv_path, keep_through_step=resumed_from)
+    reporter = UncertaintyReporter(csv_path, interval, append=resumed_from is not None)
+    simulation.reporters.append(reporter)
+    watchdog = None
+    if config["watchdog"]["enabled"]:
+        w = config["watchdog"]
+        checkers = [
+            FiniteChecker(),
+            BondLengthChecker.from_topology(topology, reference, w["bond_tolerance"]),
+            MinimumDistanceChecker.from_topology(topology, w["min_distance"]),
+            TemperatureChecker(config["integrator"]["temperature"], w["temperature_factor"], 5),
+        ]
+        if w["uncertainty_limit"] > 0:
+            checkers.append(UncertaintyChecker(w["uncertainty_limit"]))
+        if w["energy_floor"] != "":
+            checkers.append(EnergyFloorChecker(float(w["energy_floor"])))
+        watchdog = StabilityWatchdog(checkers, interval, failure_file=out / "last_good.pdb")
+        simulation.reporters.append(watchdog)
+    extractor = None
+    if config["extract"]["enabled"]:
+        from advmd.data import Dataset
+
+        e = config["extract"]
+        dataset = Dataset(e["database"])
+        run_id = str(out.resolve())
+        if resumed_from is not None:  # frames extracted after the checkpoint will be extracted again
+            stale = [
+                r.id
+                for r in dataset.rows(source="md")
+                if r.data.get("selection", {}).get("run") == run_id and r.data["selection"]["step"] > resumed_from
+            ]
+            if stale:
+                dataset.db.delete(stale)
+        extractor = FrameExtractor(
+            dataset, interval, e["lower"], e["upper"], e["metric"], e["min_spacing"], e["generation"], run_id=run_id
+        )
+        simulation.reporters.append(extractor)
+
+    total = config["run"]["steps"]
+    timestep_ns = config["integrator"]["timestep"] * 1e-6
+    bar = _Bar(total, start_step, timestep_ns, progress)
+    t0 = time.perf_counter()
+    status, failure_step, reasons = "running", None, []
+    try:
+        while simulation.currentStep < total:
+            step = int(simulation.currentStep)
+            simulation.context.setParameter(strength_name, _strength_at(config, step))
+            target = _next_stop(config, step, total)
+            if stop_after_steps is not None:
+                target = min(target, start_step + stop_after_steps)
+                if step >= start_step + stop_after_steps:
+                    break
+            simulation.step(target - step)
+            bar.update(int(simulation.currentStep))
+            if simulation.currentStep % config["run"]["checkpoint_interval"] == 0 or simulation.currentStep == total:
+                _save(simulation, checkpoint)
+                _atomic_json(
+                    progress_file,
+                    {
+                        "status": "running",
+                        "step": int(simulation.currentStep),
+                        "bias_strength": _strength_at(config, int(simulation.currentStep)),
+                    },
+                )
+        if simulation.currentStep >= total:
+            status = "completed"
+    except InstabilityError as failure:
+        status, failure_step, reasons = "unstable", failure.step, failure.reasons
+    finally:
+        bar.close()
+        reporter.close()
+        if extractor is not None:
+            extractor.close()
+    seconds = time.perf_counter() - t0
+    ran = int(simulation.currentStep) - start_step
+    ns_per_day = ran * timestep_ns / seconds * 86400 if seconds > 0 else float("nan")
+    if status != "running":
+        _atomic_json(
+            progress_file,
+            {
+                "status": status,
+                "step": int(simulation.currentStep),
+                "failure_step": failure_step,
+                "reasons": reasons,
+                "ns_per_day": ns_per_day,
+            },
+        )
+    return RunResult(status, int(simulation.currentStep), failure_step, reasons, seconds, ns_per_day, resumed_from)
+
+
+def _save(simulation: Any, checkpoint: Path) -> None:
+    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+    simulation.saveCheckpoint(str(tmp))
+    os.replace(tmp, checkpoint)  # atomic: a kill during the write keeps the previous checkpoint
+
+
+class _Bar:
+    """Progress bar with ns/day and time left (tqdm), or log lines without tqdm."""
+
+    def __init__(self, total: int, start: int, timestep_ns: float, enabled: bool) -> None:
+        self.total, self.last, self.timestep_ns, self.t0, self.start = total, start, timestep_ns, time.perf_counter(), start
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=start, unit="step", desc="md")
+            except ImportError:
+                self.bar = None
+
+    def update(self, step: int) -> None:
+        elapsed = time.perf_counter() - self.t0
+        rate = (step - self.start) / elapsed if elapsed > 0 else float("nan")
+        ns_day = rate * self.timestep_ns * 86400
+        if self.bar is not None:
+            self.bar.update(step - self.last)
+            self.bar.set_postfix(ns_per_day=f"{ns_day:.2f}")
+        else:
+            left = (self.total - step) / rate if rate > 0 else float("nan")
+            logger.info("step %d/%d  %.2f ns/day  %.0f s left", step, self.total, ns_day, left)
+        self.last = step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def result_dict(result: RunResult) -> Dict[str, Any]:
+    return asdict(result)

@@ -1,0 +1,154 @@
+"""The MD runner: config validation before any step, schedule, clean stop, and exact resume after kill -9."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from advmd.committee import export_committee
+from advmd.md.runner import load_md_config, run_md
+from tests.conftest import small_potential
+
+
+def config_text(model, output, steps=60, extra=""):
+    model_line = f'file = "{model}"' if model else ""
+    return f"""
+[model]
+{model_line}
+[integrator]
+timestep = 0.5
+seed = 3
+[run]
+steps = {steps}
+platform = "Reference"
+output = "{output}"
+checkpoint_interval = 20
+minimize = false
+[bias]
+strength = 0.0
+schedule = [[30, 4.0]]
+[report]
+interval = 5
+{extra}
+"""
+
+
+@pytest.fixture(autouse=True)
+def restore_torchscript_executor():
+    """run_md switches TorchScript to its simple executor process-wide; give other tests the default back."""
+    from advmd.openmm import use_simple_executor
+
+    before = use_simple_executor(True)
+    yield
+    use_simple_executor(before)
+
+
+@pytest.fixture
+def model():
+    """The shipped, trained alanine dipeptide committee (the config default)."""
+    return ""
+
+
+@pytest.fixture
+def untrained_model(tmp_path):
+    return export_committee(small_potential("udd", width=1.0), tmp_path / "c.pt")
+
+
+def rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def test_run_completes_with_schedule_and_reports(tmp_path, model):
+    (tmp_path / "md.toml").write_text(config_text(model, "run"))
+    result = run_md(load_md_config(tmp_path / "md.toml"), progress=False)
+    assert result.status == "completed" and result.steps == 60
+    table = rows(tmp_path / "run" / "uncertainty.csv")
+    assert [int(r["step"]) for r in table] == list(range(5, 61, 5))
+    strengths = {int(r["step"]): float(r["bias_strength"]) for r in table}
+    assert strengths[25] == 0.0 and strengths[35] == 4.0  # the schedule switched the bias on at step 30
+    assert json.loads((tmp_path / "run" / "progress.json").read_text())["status"] == "completed"
+    again = run_md(load_md_config(tmp_path / "md.toml"), progress=False)  # a finished run is not rerun
+    assert again.status == "completed" and len(rows(tmp_path / "run" / "uncertainty.csv")) == 12
+
+
+def test_interrupted_run_resumes_to_the_same_file(tmp_path, model):
+    (tmp_path / "ref.toml").write_text(config_text(model, "ref"))
+    run_md(load_md_config(tmp_path / "ref.toml"), progress=False)
+    (tmp_path / "cut.toml").write_text(config_text(model, "cut"))
+    first = run_md(load_md_config(tmp_path / "cut.toml"), progress=False, stop_after_steps=33)
+    assert first.status == "running" and first.steps == 33
+    with open(tmp_path / "cut" / "uncertainty.csv", "a") as handle:
+        handle.write("35,0.01")  # a torn row, as kill -9 leaves it
+    second = run_md(load_md_config(tmp_path / "cut.toml"), progress=False)
+    assert second.resumed_from == 20 and second.status == "completed"
+    assert (tmp_path / "cut" / "uncertainty.csv").read_text() == (tmp_path / "ref" / "uncertainty.csv").read_text()
+
+
+@pytest.mark.slow
+def test_kill_9_at_a_random_moment_loses_and_duplicates_nothing(tmp_path, model):
+    """A real SIGKILL of `advmd md` in a subprocess, then the same command again."""
+    (tmp_path / "ref.toml").write_text(config_text(model, "ref", steps=400))
+    run_md(load_md_config(tmp_path / "ref.toml"), progress=False)
+    (tmp_path / "kill.toml").write_text(config_text(model, "kill", steps=400))
+    command = [sys.executable, "-m", "advmd.cli", "md", "--config", str(tmp_path / "kill.toml"), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "kill" / "progress.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (progress.exists() and json.loads(progress.read_text())["step"] >= 100):
+        time.sleep(0.05)
+    time.sleep(0.37)  # somewhere between checkpoints
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from step" in done.stdout
+    assert (tmp_path / "kill" / "uncertainty.csv").read_text() == (tmp_path / "ref" / "uncertainty.csv").read_text()
+
+
+def test_unstable_run_stops_cleanly(tmp_path, untrained_model):
+    """An untrained committee breaks bonds within tens of femtoseconds: the run stops, recorded."""
+    (tmp_path / "md.toml").write_text(config_text(untrained_model, "bad", steps=2000))
+    result = run_md(load_md_config(tmp_path / "md.toml"), progress=False)
+    assert result.status == "unstable" and result.failure_step < 2000 and result.failure_step % 5 == 0
+    assert "bonds" in " ".join(result.reasons) or "min_distance" in " ".join(result.reasons)
+    assert (tmp_path / "bad" / "last_good.pdb").exists()
+    assert json.loads((tmp_path / "bad" / "progress.json").read_text())["status"] == "unstable"
+
+
+def test_bad_configs_fail_before_any_step(tmp_path, model):
+    cases = [
+        ("[run]\nsteps = -5\n", "\\[run\\] steps must be a positive integer"),
+        ("[report]\ninterval = 0\n", "\\[report\\] interval must be a positive integer"),
+        ("[watchdog]\ncriterion = 'vibes'\n", "unknown key 'criterion' in \\[watchdog\\]"),
+        ('[model]\nfile = "missing.pt"\n', "\\[model\\] file .*missing.pt' does not exist"),
+        ("[integrator]\nkind = 'euler'\n", "\\[integrator\\] kind must be one of"),
+        ("[bias]\nschedule = [[10]]\n", "\\[bias\\] schedule must be a list of \\[step, strength\\] pairs"),
+        ("[extract]\nenabled = true\nlower = 0.5\nupper = 0.1\n", "\\[extract\\] needs 0 <= lower < upper"),
+    ]
+    for text, message in cases:
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            load_md_config(tmp_path / "bad.toml")
+    assert not (tmp_path / "md-run").exists()  # nothing was started
+
+
+def test_md_verb_and_its_example_config(tmp_path):
+    import io
+
+    from advmd.cli import main
+    from advmd.md.runner import MD_DEFAULTS
+
+    out = io.StringIO()
+    assert main(["example-config", "md"], out=out) == 0
+    import tomllib
+
+    assert tomllib.loads(out.getvalue()) == MD_DEFAULTS
+    (tmp_path / "md.toml").write_text(config_text("", "cli", steps=20))
+    out = io.StringIO()
+    assert main(["md", "--config", str(tmp_path / "md.toml"), "--quiet"], out=out) == 0
+    assert "completed 20 steps" in out.getvalue()
