@@ -20,6 +20,8 @@ export
     Re-export a committee with another bias form, width or default strength (no retraining).
 md
     Monitored, checkpointed committee MD from a TOML config; rerun the command to resume.
+stability
+    The paper's MD stability test: many short runs in parallel, stable fraction, failure times.
 example-config
     Print a commented example config (train or md).
 """
@@ -206,6 +208,48 @@ def _train(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _stability(args: argparse.Namespace, out: TextIO) -> int:
+    import numpy as np
+
+    from advmd.md.stability_test import stability_test
+    from advmd.systems import alanine_dipeptide, resource_path
+
+    if args.pdb:
+        from openmm import app
+
+        pdb = app.PDBFile(args.pdb)
+        topology, positions = pdb.topology, pdb.positions
+    else:
+        topology, positions = alanine_dipeptide()
+    numbers = [a.element.atomic_number for a in topology.atoms()]
+    bonds = [(b[0].index, b[1].index) for b in topology.bonds()]
+    criteria = {"bond_tolerance": args.bond_tolerance, "min_distance": args.min_distance}
+    if args.hh_range:
+        criteria["distance_ranges"] = [[1, 1, args.hh_range[0], args.hh_range[1]]]
+    if args.energy_floor is not None:
+        criteria["energy_floor"] = args.energy_floor
+    result = stability_test(
+        args.model or str(resource_path("alanine-dipeptide-committee.pt")),
+        numbers,
+        np.asarray(positions.value_in_unit(positions.unit)) * 10.0,
+        bonds,
+        n_runs=args.runs,
+        duration_ps=args.ps,
+        temperature_range_k=(args.tmin, args.tmax),
+        timestep_fs=args.timestep,
+        criteria=criteria,
+        processes=args.processes,
+        seed=args.seed,
+    )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result.as_dict(), handle, indent=1)
+    quantiles = result.failure_time_quantiles()
+    times = ", ".join(f"{k} {v:.3f} ps" for k, v in quantiles.items()) or "no failures"
+    _write(out, f"stable {sum(result.stable)}/{len(result.stable)} ({result.stable_fraction:.0%}); time to failure: {times}")
+    return 0
+
+
 def _export(args: argparse.Namespace, out: TextIO) -> int:
     import torch
 
@@ -307,6 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--config", required=True, help="TOML config (see 'advmd example-config md')")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    stab = verbs.add_parser("stability", help="the paper's stability test: many short runs in parallel processes")
+    stab.add_argument("--model", default=None, help="exported committee (default: the shipped alanine dipeptide one)")
+    stab.add_argument("--pdb", default=None, help="ground-state structure (default: alanine dipeptide)")
+    stab.add_argument("--runs", type=int, default=100)
+    stab.add_argument("--ps", type=float, default=5.0, help="duration of each run (ps)")
+    stab.add_argument("--tmin", type=float, default=500.0, help="K")
+    stab.add_argument("--tmax", type=float, default=1000.0, help="K")
+    stab.add_argument("--timestep", type=float, default=0.5, help="fs")
+    stab.add_argument("--bond-tolerance", type=float, default=0.5, help="Angstrom (0 = off)")
+    stab.add_argument("--min-distance", type=float, default=0.7, help="Angstrom (0 = off)")
+    stab.add_argument(
+        "--hh-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="H-H range in Angstrom (paper: 0.80 2.55)"
+    )
+    stab.add_argument("--energy-floor", type=float, default=None, help="eV")
+    stab.add_argument("--processes", type=int, default=None)
+    stab.add_argument("--seed", type=int, default=0)
+    stab.add_argument("--json", default=None, help="write the full result here")
+
     example = verbs.add_parser("example-config", help="print a commented example config")
     example.add_argument("kind", nargs="?", choices=("train", "md"), default="train")
     return parser
@@ -324,6 +386,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
         "export": _export,
         "example-config": _example_config,
         "md": _md,
+        "stability": _stability,
     }
     return handlers[args.verb](args, out)
 
