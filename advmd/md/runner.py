@@ -5,6 +5,7 @@ One output directory holds everything a run needs to continue:
 ``state.chk``        OpenMM checkpoint (positions, velocities, thermostat RNG, step), replaced atomically
 ``progress.json``    status, step of the last checkpoint, bias strength, failure reason (atomic)
 ``uncertainty.csv``  one row per report (see :class:`~advmd.openmm.reporters.UncertaintyReporter`)
+``uncertainty.h5``   the same rows as an HDF5 table ``/uncertainty`` (PyTables)
 ``last_good.pdb``    the last good frames, written if the watchdog stops the run
 
 Run the same command again after a crash (even ``kill -9``): the runner loads the last
@@ -197,7 +198,14 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         UncertaintyChecker,
     )
     from advmd.openmm import create_system, parameter_names, use_simple_executor
-    from advmd.openmm.reporters import FrameExtractor, InstabilityError, StabilityWatchdog, UncertaintyReporter, repair_csv
+    from advmd.openmm.reporters import (
+        FrameExtractor,
+        InstabilityError,
+        StabilityWatchdog,
+        UncertaintyReporter,
+        repair_csv,
+        repair_hdf5,
+    )
     from advmd.systems import alanine_dipeptide, resource_path
 
     validate_md_config(config)
@@ -246,9 +254,12 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
 
     interval = config["report"]["interval"]
     csv_path = out / "uncertainty.csv"
+    h5_path = out / "uncertainty.h5"
     if resumed_from is not None and csv_path.exists():
         repair_csv(csv_path, keep_through_step=resumed_from)
-    reporter = UncertaintyReporter(csv_path, interval, append=resumed_from is not None)
+    if resumed_from is not None and h5_path.exists():
+        repair_hdf5(h5_path, keep_through_step=resumed_from)
+    reporter = UncertaintyReporter(csv_path, interval, append=resumed_from is not None, hdf5=h5_path)
     simulation.reporters.append(reporter)
     watchdog = None
     if config["watchdog"]["enabled"]:

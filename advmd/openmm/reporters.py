@@ -25,7 +25,15 @@ from advmd.md.stability import Checker, Frame, check_all
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UncertaintyReporter", "StabilityWatchdog", "FrameExtractor", "InstabilityError", "frame_from_state"]
+__all__ = [
+    "UncertaintyReporter",
+    "StabilityWatchdog",
+    "FrameExtractor",
+    "InstabilityError",
+    "frame_from_state",
+    "repair_csv",
+    "repair_hdf5",
+]
 
 UNCERTAINTY_COLUMNS = [
     "step",
@@ -158,12 +166,21 @@ class UncertaintyReporter:
         steps already in the file are not written again.
     parameter_prefix : str, optional
         Which committee force (only needed when the System holds several).
+    hdf5 : path, optional
+        Also write the rows to an HDF5 table ``/uncertainty`` (PyTables), with the same
+        columns and the same restart behaviour.
     """
 
     def __init__(
-        self, file: Union[str, os.PathLike], reportInterval: int, append: bool = False, parameter_prefix: Optional[str] = None
+        self,
+        file: Union[str, os.PathLike],
+        reportInterval: int,
+        append: bool = False,
+        parameter_prefix: Optional[str] = None,
+        hdf5: Optional[Union[str, os.PathLike]] = None,
     ) -> None:
         self.path = Path(file)
+        self.hdf5 = _HDF5Log(Path(hdf5), append) if hdf5 is not None else None
         self.interval = _check_interval(reportInterval)
         self.prefix = parameter_prefix
         self.last_step = -1
@@ -217,16 +234,72 @@ class UncertaintyReporter:
             ]
         self._writer.writerow(row)
         self._handle.flush()
+        if self.hdf5 is not None and step > self.hdf5.last_step:
+            self.hdf5.write(row)
         self.last_step = step
 
     def close(self) -> None:
         self._handle.close()
+        if self.hdf5 is not None:
+            self.hdf5.close()
 
     def __del__(self) -> None:
         try:
             self._handle.close()
         except Exception:
             pass
+
+
+class _HDF5Log:
+    """Rows of :class:`UncertaintyReporter` in a PyTables table (flushed every row)."""
+
+    def __init__(self, path: Path, append: bool) -> None:
+        import tables
+
+        class Row(tables.IsDescription):
+            step = tables.Int64Col(pos=0)
+            time_ps = tables.Float64Col(pos=1)
+            potential_energy_kjmol = tables.Float64Col(pos=2)
+            sigma_energy_kjmol = tables.Float64Col(pos=3)
+            sigma_force_kjmol_nm = tables.Float64Col(pos=4)
+            max_force_deviation_kjmol_nm = tables.Float64Col(pos=5)
+            max_deviation_atom = tables.Int64Col(pos=6)
+            max_deviation_atom_name = tables.StringCol(32, pos=7)
+            bias_energy_kjmol = tables.Float64Col(pos=8)
+            bias_strength = tables.Float64Col(pos=9)
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = tables.open_file(str(path), mode="a" if append and path.exists() else "w")
+        if "/uncertainty" in self.file:
+            self.table = self.file.root.uncertainty
+        else:
+            self.table = self.file.create_table("/", "uncertainty", Row, "advmd committee uncertainty per report")
+        self.last_step = int(self.table.cols.step[-1]) if self.table.nrows else -1
+
+    def write(self, row: List[Any]) -> None:
+        record = list(row)
+        record[7] = str(record[7]).encode()[:32]
+        self.table.append([tuple(record)])
+        self.table.flush()
+        self.last_step = int(row[0])
+
+    def close(self) -> None:
+        if self.file.isopen:
+            self.file.close()
+
+
+def repair_hdf5(path: Union[str, os.PathLike], keep_through_step: int) -> int:
+    """Drop rows after ``keep_through_step`` from an HDF5 uncertainty log; return its last step."""
+    import tables
+
+    with tables.open_file(str(path), mode="a") as handle:
+        table = handle.root.uncertainty
+        steps = table.cols.step[:]
+        keep = int(np.searchsorted(steps, keep_through_step, side="right"))
+        if keep < table.nrows:
+            table.remove_rows(keep, table.nrows)
+        table.flush()
+        return int(table.cols.step[-1]) if table.nrows else -1
 
 
 def repair_csv(path: Union[str, os.PathLike], keep_through_step: Optional[int] = None) -> int:

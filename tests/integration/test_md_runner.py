@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from advmd.committee import export_committee
@@ -87,6 +88,14 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, model):
     second = run_md(load_md_config(tmp_path / "cut.toml"), progress=False)
     assert second.resumed_from == 20 and second.status == "completed"
     assert (tmp_path / "cut" / "uncertainty.csv").read_text() == (tmp_path / "ref" / "uncertainty.csv").read_text()
+    import tables
+
+    with (
+        tables.open_file(str(tmp_path / "cut" / "uncertainty.h5")) as cut,
+        tables.open_file(str(tmp_path / "ref" / "uncertainty.h5")) as ref,
+    ):
+        assert cut.root.uncertainty.cols.step[:].tolist() == list(range(5, 61, 5))
+        np.testing.assert_array_equal(cut.root.uncertainty.read(), ref.root.uncertainty.read())
 
 
 @pytest.mark.slow
