@@ -9,6 +9,7 @@ evaluation. Files are written as they go (bounded memory) and flushed every repo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -244,10 +245,8 @@ class UncertaintyReporter:
             self.hdf5.close()
 
     def __del__(self) -> None:
-        try:
-            self._handle.close()
-        except Exception:
-            pass
+        with contextlib.suppress(Exception):  # interpreter shutdown may have torn down the file objects
+            self.close()
 
 
 class _HDF5Log:
