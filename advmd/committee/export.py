@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
+from advmd._io import durable_replace
 from advmd.errors import ModelFileError
 
 __all__ = ["export_committee", "read_metadata", "load_committee", "METADATA_FILE", "FORMAT_VERSION"]
@@ -138,7 +139,7 @@ def export_committee(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -68,6 +68,9 @@ class CommitteePotential(nn.Module):
             raise ValueError(f"a committee potential needs at least 2 members for Eq. 5/7 statistics, got {n_members}")
         self.committee = committee
         self.bias = bias if bias is not None else NoBias()
+        bias_members = getattr(self.bias, "n_members", None)
+        if bias_members is not None and int(bias_members) != n_members:
+            raise ValueError(f"the bias was built for N_M={bias_members} members but the committee has {n_members}")
         self.n_members = n_members
         self.species: List[int] = [int(z) for z in getattr(committee, "species")]
         self.cutoff = float(getattr(committee, "cutoff"))
@@ -120,6 +123,8 @@ class CommitteePotential(nn.Module):
         if self.bias_nonnegative_strength and bool(strength < 0):
             raise ValueError("bias strength must be >= 0 for the built-in bias forms")
         if cell is not None:
+            if bool(cell[0, 1] != 0) or bool(cell[0, 2] != 0) or bool(cell[1, 2] != 0):
+                raise ValueError("cell must be in OpenMM reduced form (lower triangular: a=(ax,0,0), b=(bx,by,0))")
             half_width = 0.5 * float(cell.diagonal().min())
             if self.cutoff > half_width:
                 raise ValueError("the model cutoff exceeds half the smallest periodic box width; use a larger box")

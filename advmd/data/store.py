@@ -244,7 +244,11 @@ class Dataset:
                         atoms = structures[k]
                         atoms.calc = SinglePointCalculator(atoms, energy=float(result.energies[k]), forces=result.forces[k])
                         self.db.update(
-                            row_id, atoms=atoms, label_status="done", labeler=labeler.name, data={"labeler_settings": settings}
+                            row_id,
+                            atoms=atoms,
+                            label_status="done",
+                            labeler=labeler.name,
+                            data={"labeler_settings": settings, "label_error": ""},
                         )
                         counts["done"] += 1
             bar.update(len(batch))
@@ -301,6 +305,11 @@ class Dataset:
             row = self.db.get(id=int(i))
             if row.get("label_status") != "done":
                 raise DatasetError(f"row {i} is not labelled (label_status={row.get('label_status')!r})")
+            if np.any(row.pbc):
+                raise DatasetError(
+                    f"row {i} is periodic: training on periodic structures is not supported yet (the trainer would "
+                    "treat it as a cluster and miss interactions across the box); export it with export_extxyz instead"
+                )
             numbers.append(row.numbers)
             positions.append(row.positions)
             forces.append(row.forces)

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from advmd import units
+from advmd._io import durable_replace, write_text_atomic
 from advmd.config import merge_config
 
 logger = logging.getLogger(__name__)
@@ -138,9 +139,7 @@ def validate_md_config(config: Dict[str, Any]) -> None:
 
 
 def _atomic_json(path: Path, payload: Dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def _strength_at(config: Dict[str, Any], step: int) -> float:
@@ -203,6 +202,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         InstabilityError,
         StabilityWatchdog,
         UncertaintyReporter,
+        rebuild_hdf5_from_csv,
         repair_csv,
         repair_hdf5,
     )
@@ -258,7 +258,11 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
     if resumed_from is not None and csv_path.exists():
         repair_csv(csv_path, keep_through_step=resumed_from)
     if resumed_from is not None and h5_path.exists():
-        repair_hdf5(h5_path, keep_through_step=resumed_from)
+        try:
+            repair_hdf5(h5_path, keep_through_step=resumed_from)
+        except Exception as error:  # a kill mid-write can corrupt HDF5: rebuild it from the (repaired) CSV
+            logger.warning("rebuilding %s from %s: %s", h5_path, csv_path, error)
+            rebuild_hdf5_from_csv(csv_path, h5_path)
     reporter = UncertaintyReporter(csv_path, interval, append=resumed_from is not None, hdf5=h5_path)
     simulation.reporters.append(reporter)
     watchdog = None
@@ -275,6 +279,8 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         if w["energy_floor"] != "":
             checkers.append(EnergyFloorChecker(float(w["energy_floor"])))
         watchdog = StabilityWatchdog(checkers, interval, failure_file=out / "last_good.pdb")
+        if resumed_from is not None:  # the temperature window continues where the checkpoint left it
+            checkers[3].history.extend(state_record.get("temperature_window", []))
         simulation.reporters.append(watchdog)
     extractor = None
     if config["extract"]["enabled"]:
@@ -283,17 +289,23 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         e = config["extract"]
         dataset = Dataset(e["database"])
         run_id = str(out.resolve())
-        if resumed_from is not None:  # frames extracted after the checkpoint will be extracted again
-            stale = [
-                r.id
-                for r in dataset.rows(source="md")
-                if r.data.get("selection", {}).get("run") == run_id and r.data["selection"]["step"] > resumed_from
-            ]
-            if stale:
-                dataset.db.delete(stale)
+        # Frames this run extracted after its checkpoint (or at all, without one) will be extracted again.
+        kept_steps, stale = [], []
+        for row in dataset.rows(source="md"):
+            selection = row.data.get("selection", {})
+            if selection.get("run") != run_id:
+                continue
+            if resumed_from is None or selection["step"] > resumed_from:
+                stale.append(row.id)
+            else:
+                kept_steps.append(selection["step"])
+        if stale:
+            dataset.db.delete(stale)
         extractor = FrameExtractor(
             dataset, interval, e["lower"], e["upper"], e["metric"], e["min_spacing"], e["generation"], run_id=run_id
         )
+        if kept_steps:
+            extractor.last_extracted = max(kept_steps)  # keep min_spacing across the restart
         simulation.reporters.append(extractor)
 
     total = config["run"]["steps"]
@@ -320,6 +332,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
                         "status": "running",
                         "step": int(simulation.currentStep),
                         "bias_strength": _strength_at(config, int(simulation.currentStep)),
+                        "temperature_window": list(watchdog.checkers[3].history) if watchdog is not None else [],
                     },
                 )
         if simulation.currentStep >= total:
@@ -351,7 +364,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
 def _save(simulation: Any, checkpoint: Path) -> None:
     tmp = checkpoint.with_name(checkpoint.name + ".tmp")
     simulation.saveCheckpoint(str(tmp))
-    os.replace(tmp, checkpoint)  # atomic: a kill during the write keeps the previous checkpoint
+    durable_replace(tmp, checkpoint)  # a kill or crash during the write keeps the previous checkpoint
 
 
 class _Bar:

@@ -22,6 +22,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from advmd import units
+from advmd._io import write_text_atomic
 from advmd.md.stability import Checker, Frame, check_all
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ __all__ = [
     "frame_from_state",
     "repair_csv",
     "repair_hdf5",
+    "rebuild_hdf5_from_csv",
 ]
 
 UNCERTAINTY_COLUMNS = [
@@ -301,6 +303,27 @@ def repair_hdf5(path: Union[str, os.PathLike], keep_through_step: int) -> int:
         return int(table.cols.step[-1]) if table.nrows else -1
 
 
+def rebuild_hdf5_from_csv(csv_path: Union[str, os.PathLike], hdf5_path: Union[str, os.PathLike]) -> int:
+    """Recreate an HDF5 uncertainty log from its CSV twin (after the HDF5 file was corrupted)."""
+    hdf5_path = Path(hdf5_path)
+    if hdf5_path.exists():
+        hdf5_path.unlink()
+    log = _HDF5Log(hdf5_path, append=False)
+    try:
+        with open(csv_path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                values = [row[c] for c in UNCERTAINTY_COLUMNS]
+                log.write(
+                    [int(values[0])]
+                    + [float(v) for v in values[1:6]]
+                    + [int(values[6]), values[7]]
+                    + [float(v) for v in values[8:]]
+                )
+    finally:
+        log.close()
+    return log.last_step
+
+
 def repair_csv(path: Union[str, os.PathLike], keep_through_step: Optional[int] = None) -> int:
     """Make a reporter CSV consistent after a crash; return its last step (-1 if none).
 
@@ -323,9 +346,7 @@ def repair_csv(path: Union[str, os.PathLike], keep_through_step: Optional[int] =
         if keep_through_step is not None and step > keep_through_step:
             break
         kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join([header] + kept) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join([header] + kept) + "\n")
     return int(kept[-1].split(",", 1)[0]) if kept else -1
 
 
@@ -474,6 +495,13 @@ class FrameExtractor:
             from advmd.data import Provenance
 
             numbers = [a.element.atomic_number for a in simulation.topology.atoms()]
+            atoms = Atoms(numbers=numbers, positions=frame.positions)
+            if simulation.system.usesPeriodicBoundaryConditions():
+                from openmm import unit
+
+                box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) * units.NM_TO_ANGSTROM
+                atoms.set_cell(np.asarray(box))
+                atoms.set_pbc(True)
             provenance = Provenance(
                 "md",
                 generation=self.generation,
@@ -486,7 +514,7 @@ class FrameExtractor:
                     "run": self.run_id,
                 },
             )
-            self.dataset.add([Atoms(numbers=numbers, positions=frame.positions)], provenance)
+            self.dataset.add([atoms], provenance)
         if self.trajectory_path is not None:
             self._append(simulation.topology, frame)
 

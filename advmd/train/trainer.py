@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from advmd._io import durable_replace
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -224,10 +226,22 @@ def _losses(
     return (weights * per_structure).sum(1) / total_weight  # (M,)
 
 
+def _fingerprint(data: StructureSet, validation: StructureSet, config: TrainingConfig) -> str:
+    """Hash of what a resumed run must share with the run that wrote the checkpoint."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (data.numbers, data.positions, data.energies, data.forces, validation.energies, validation.positions):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    fields = ("batch_size", "learning_rate", "energy_weight", "force_weight", "bootstrap", "seed", "fine_tune")  # not epochs
+    digest.update(repr([getattr(config, f) for f in fields]).encode())
+    return digest.hexdigest()
+
+
 def _save_checkpoint(path: Path, payload: Dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
+    durable_replace(tmp, path)  # a kill or crash never leaves half a checkpoint
 
 
 def train_committee(
@@ -297,12 +311,18 @@ def train_committee(
     history: List[Dict[str, float]] = []
     seen, elapsed, first_epoch = 0, 0.0, 0
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+    fingerprint = _fingerprint(data, validation, config)
     if checkpoint_path is not None and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, weights_only=False)
         if state["n_train"] != len(data) or state["n_members"] != m:
             raise ValueError(
                 f"checkpoint {str(checkpoint_path)!r} was written for {state['n_train']} training structures and "
                 f"M={state['n_members']}, not {len(data)} and M={m}; delete it to start over"
+            )
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"checkpoint {str(checkpoint_path)!r} was written for other data or settings (structures, labels, "
+                "seed, batch size, learning rate, loss weights, bootstrap); delete it to start over"
             )
         committee.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -356,6 +376,7 @@ def train_committee(
                 "elapsed": time.perf_counter() - start,
                 "n_train": len(data),
                 "n_members": m,
+                "fingerprint": fingerprint,
             }
             _save_checkpoint(checkpoint_path, payload)
         epochs_run = epoch + 1

@@ -161,3 +161,34 @@ def test_md_verb_and_its_example_config(tmp_path):
     out = io.StringIO()
     assert main(["md", "--config", str(tmp_path / "md.toml"), "--quiet"], out=out) == 0
     assert "completed 20 steps" in out.getvalue()
+
+
+def extracted_steps(database):
+    from advmd.data import Dataset
+
+    return sorted(r.data["selection"]["step"] for r in Dataset(database).rows(source="md"))
+
+
+@pytest.mark.parametrize("cut_at", [33, 15], ids=["after-a-checkpoint", "before-the-first-checkpoint"])
+def test_resume_keeps_extraction_hdf5_and_temperature_window(tmp_path, model, cut_at):
+    extract = "[extract]\nenabled = true\nlower = 0.0\nupper = 1000.0\nmin_spacing = 10\ndatabase = 'frames.db'\n"
+    (tmp_path / "ref.toml").write_text(config_text(model, "ref", extra=extract.replace("frames.db", "ref.db")))
+    run_md(load_md_config(tmp_path / "ref.toml"), progress=False)
+    (tmp_path / "cut.toml").write_text(config_text(model, "cut", extra=extract.replace("frames.db", "cut.db")))
+    run_md(load_md_config(tmp_path / "cut.toml"), progress=False, stop_after_steps=cut_at)
+    if cut_at > 20:
+        window = json.loads((tmp_path / "cut" / "progress.json").read_text())["temperature_window"]
+        assert len(window) == 4 and all(t > 0 for t in window)  # reports at 5..20, kept for the resumed watchdog
+    (tmp_path / "cut" / "uncertainty.h5").write_bytes(b"corrupted by a kill during a write")
+    run_md(load_md_config(tmp_path / "cut.toml"), progress=False)
+    assert extracted_steps(tmp_path / "cut.db") == extracted_steps(tmp_path / "ref.db") == list(range(5, 61, 10))
+    import tables
+
+    with (
+        tables.open_file(str(tmp_path / "cut" / "uncertainty.h5")) as cut,
+        tables.open_file(str(tmp_path / "ref" / "uncertainty.h5")) as ref,
+    ):
+        assert cut.root.uncertainty.cols.step[:].tolist() == ref.root.uncertainty.cols.step[:].tolist()
+        np.testing.assert_allclose(
+            cut.root.uncertainty.cols.sigma_force_kjmol_nm[:], ref.root.uncertainty.cols.sigma_force_kjmol_nm[:]
+        )

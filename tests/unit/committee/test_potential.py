@@ -287,3 +287,9 @@ def test_bad_inputs_raise_named_errors(alanine):
         SchNetCommittee(SPECIES, n_features=0)
     with pytest.raises(ValueError, match="species must be atomic numbers"):
         SchNetCommittee([0, 1])
+    upper = torch.eye(3, dtype=torch.float64) * 20.0
+    upper[0, 1] = 1.0
+    with pytest.raises(ValueError, match="cell must be in OpenMM reduced form"):
+        potential(positions, numbers, upper, torch.tensor(0.1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="bias was built for N_M=5 members but the committee has 4"):
+        CommitteePotential(small_committee(n_members=4), make_bias("udd", 5, width=1.0))

@@ -113,6 +113,8 @@ def test_failed_structures_are_recorded_and_skipped(tmp_path):
     assert len(failed) == 2 and "did not converge" in failed[0].data["label_error"]
     assert len(ds.structure_set()) == 4
     assert ds.reset_failed() == 2 and len(ds.pending_ids()) == 2
+    ds.label_pending(DoubleWell2D(), progress=False)
+    assert all(r.data.get("label_error", "") == "" for r in ds.rows(label_status="done"))  # old errors cleared
 
 
 def test_bad_input_and_corrupt_files(tmp_path):
@@ -136,3 +138,7 @@ def test_bad_input_and_corrupt_files(tmp_path):
     with pytest.raises(DatasetError, match="got 2 energies and 1 force arrays for 1 structures"):
         ds.add(points(1), Provenance("md"), energies=[0.0, 1.0], forces=[np.zeros((1, 3))], labeler="x")
     assert len(ds) == 0  # nothing written by the failed calls
+    periodic = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]], cell=[5, 5, 5], pbc=True)
+    ds.add([periodic], Provenance("md"), energies=[0.0], forces=[np.zeros((2, 3))], labeler="x")
+    with pytest.raises(DatasetError, match="periodic: training on periodic structures is not supported yet"):
+        ds.structure_set()

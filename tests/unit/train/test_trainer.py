@@ -145,6 +145,11 @@ def test_checkpoint_for_other_data_is_refused(tmp_path):
     train_committee(fresh_committee(), small_data(40), config, checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match="checkpoint .* was written for 32 training structures"):
         train_committee(fresh_committee(), small_data(20), config, checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="written for other data or settings"):  # same size, other structures
+        train_committee(fresh_committee(), small_data(40, seed=99), config, checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="written for other data or settings"):  # same data, other learning rate
+        changed = TrainingConfig(epochs=1, batch_size=8, seed=3, learning_rate=0.5)
+        train_committee(fresh_committee(), small_data(40), changed, checkpoint=tmp_path / "c.pt")
 
 
 def test_fine_tune_keeps_reference_energies_and_starts_from_previous_weights():
