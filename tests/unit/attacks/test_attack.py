@@ -1,0 +1,89 @@
+"""Attacks raise the committee's uncertainty, respect kT, and batched equals one-at-a-time."""
+
+import numpy as np
+import pytest
+import torch
+
+from advmd.attacks import DihedralRotation, peptide_dihedrals
+from advmd.attacks.attack import AttackConfig, attack, log_partition_function
+from advmd.committee import SchNetCommittee
+from advmd.train import StructureSet, TrainingConfig, train_committee
+from tests.unit.train.test_trainer import harmonic_triatomic, sample
+
+NUMBERS = [8, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A committee trained on one 'basin': small distortions of a triatomic (analytic labels)."""
+    torch.manual_seed(0)
+    positions = sample(80, 0.06, seed=1)
+    energies, forces = harmonic_triatomic(positions)
+    committee = SchNetCommittee([1, 8], n_members=4, n_features=16, n_rbf=12, n_interactions=2, cutoff=3.0, seed=3).double()
+    train_committee(
+        committee,
+        StructureSet.from_arrays(NUMBERS, positions, energies, forces),
+        TrainingConfig(epochs=40, batch_size=16, learning_rate=5e-3, seed=0),
+    )
+    return committee, positions, energies
+
+
+def test_attack_raises_sigma_f2(trained):
+    committee, positions, _ = trained
+    result = attack(committee, NUMBERS, positions[:6], "cartesian", AttackConfig(steps=60, learning_rate=0.01, seed=1))
+    assert np.all(result.sigma_f2 > result.initial_sigma_f2)
+    assert np.median(result.sigma_f2 / result.initial_sigma_f2) > 2.0
+
+
+def test_lower_kt_gives_lower_energy_attacks(trained):
+    committee, positions, energies = trained
+    seeds = positions[:8]
+    results = {}
+    for kt in (0.02, 2.0):
+        config = AttackConfig(steps=80, learning_rate=0.01, kt=kt, log_partition=log_partition_function(energies, kt), seed=2)
+        results[kt] = attack(committee, NUMBERS, seeds, "cartesian", config)
+    assert np.mean(results[0.02].mean_energy) < np.mean(results[2.0].mean_energy)
+
+
+def test_batched_attack_equals_one_at_a_time(trained):
+    committee, positions, _ = trained
+    seeds = positions[:3]
+    config = AttackConfig(steps=25, learning_rate=0.01, init_std=0.0, seed=4)
+    batched = attack(committee, NUMBERS, seeds, "cartesian", config)
+    for k in range(3):
+        single = attack(committee, NUMBERS, seeds[k : k + 1], "cartesian", config)
+        np.testing.assert_allclose(single.positions[0], batched.positions[k], atol=1e-8)
+
+
+def test_dihedral_attack_on_alanine_keeps_bonds_and_raises_uncertainty():
+    from advmd.committee import load_committee
+    from advmd.systems import alanine_dipeptide, resource_path
+
+    topology, positions = alanine_dipeptide()
+    numbers = [a.element.atomic_number for a in topology.atoms()]
+    bonds = [(b[0].index, b[1].index) for b in topology.bonds()]
+    module, metadata = load_committee(resource_path("alanine-dipeptide-committee.pt"))
+    committee = SchNetCommittee(**metadata["architecture"]["hyperparameters"])
+    committee.load_state_dict(module.committee.state_dict())
+    rotation = DihedralRotation(22, bonds, peptide_dihedrals(topology))
+    seeds = np.repeat(np.asarray(positions._value)[None] * 10.0, 3, axis=0)
+    result = attack(committee, numbers, seeds, rotation, AttackConfig(steps=30, learning_rate=0.05, init_std=0.3, seed=0))
+    assert np.all(result.sigma_f2 > result.initial_sigma_f2)
+    index = np.array(bonds)
+    before = np.linalg.norm(seeds[0][index[:, 1]] - seeds[0][index[:, 0]], axis=1)
+    for frame in result.positions:
+        np.testing.assert_allclose(np.linalg.norm(frame[index[:, 1]] - frame[index[:, 0]], axis=1), before, atol=1e-4)
+
+
+def test_bad_attack_input(trained):
+    committee, positions, energies = trained
+    with pytest.raises(ValueError, match="kt must be a temperature > 0 eV"):
+        attack(committee, NUMBERS, positions[:1], "cartesian", AttackConfig(kt=0.0))
+    bad = positions[:2].copy()
+    bad[1, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="seeds contain NaN"):
+        attack(committee, NUMBERS, bad, "cartesian", AttackConfig(steps=1))
+    with pytest.raises(ValueError, match="variables must be 'cartesian' or a DihedralRotation"):
+        attack(committee, NUMBERS, positions[:1], "polar", AttackConfig(steps=1))
+    with pytest.raises(ValueError, match="kt must be > 0 eV"):
+        log_partition_function(energies, -1.0)
