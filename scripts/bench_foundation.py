@@ -21,7 +21,7 @@ import torch
 from openmm import app, unit
 
 from advmd.committee import CommitteePotential, SchNetCommittee, make_bias
-from advmd.openmm import create_committee_force, create_system, parameter_names
+from advmd.openmm import create_system, parameter_names
 from advmd.openmm.forces import _TorchForceModule
 from advmd.systems import alanine_dipeptide
 
@@ -76,7 +76,6 @@ def main() -> None:
     rows.append(("ratio committee / one member", t_committee / t_member, "x", "<= 2.0"))
 
     # The raw call: the very module TorchForce runs (OpenMM units in and out, statistics included), frozen, called directly.
-    force = create_committee_force(topology, CommitteePotential(committee, make_bias("hal", 5)), backend="torch")
     boundary = _TorchForceModule(
         torch.jit.script(CommitteePotential(committee, make_bias("hal", 5))), numbers, None, numbers.shape[0], 0.1
     )
@@ -84,7 +83,6 @@ def main() -> None:
     pos_nm = torch.tensor(np.asarray(positions.value_in_unit(unit.nanometer)), dtype=torch.float64, requires_grad=True)
     globals_ = [torch.tensor(0.0, dtype=torch.float64) for _ in range(6)]
     t_raw = timed(lambda: boundary(pos_nm, *globals_), args.repeats, 50)
-    del force
     rows.append(("raw call of the TorchForce module (frozen), mean only", t_raw * 1e3, "ms", None))
 
     def step_time(backend, strength_nm):

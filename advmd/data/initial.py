@@ -13,7 +13,7 @@ All take a seed and are reproducible.
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 
@@ -180,10 +180,3 @@ def double_well_structures(n_candidates: int = 800, energy_cut: float = -2.0, se
     if len(kept) == 0:
         raise ValueError(f"no sample below E={energy_cut}; draw more candidates")
     return [Atoms("H", positions=[[x, y, 0.0]]) for x, y in kept]
-
-
-def labels_to_arrays(structures: List[Any], labeler: Labeler) -> Tuple[List[Any], np.ndarray, List[np.ndarray], Optional[dict]]:
-    """Label structures; return the succeeded ones with energies and forces, and the failures."""
-    result = labeler.label(structures)
-    keep = result.succeeded
-    return [structures[k] for k in keep], result.energies[keep], [result.forces[k] for k in keep], result.failures

@@ -23,7 +23,8 @@ def perturbed(alanine, scale=0.05, seed=3):
     return positions + scale * torch.randn(positions.shape, generator=gen, dtype=torch.float64), numbers
 
 
-def central_difference_forces(potential, positions, numbers, cell, strength, h=1e-5):
+def central_difference_forces(potential, positions, numbers, cell, strength, h=1e-5, key="energy"):
+    """-d(output[key])/dR by central differences (key: energy, mean_energy or bias_energy)."""
     forces = torch.zeros_like(positions)
     for a in range(positions.shape[0]):
         for k in range(3):
@@ -31,8 +32,8 @@ def central_difference_forces(potential, positions, numbers, cell, strength, h=1
             plus[a, k] += h
             minus = positions.clone()
             minus[a, k] -= h
-            e_plus = float(potential(plus, numbers, cell, strength)["energy"])
-            e_minus = float(potential(minus, numbers, cell, strength)["energy"])
+            e_plus = float(potential(plus, numbers, cell, strength)[key])
+            e_minus = float(potential(minus, numbers, cell, strength)[key])
             forces[a, k] = -(e_plus - e_minus) / (2 * h)
     return forces
 
@@ -55,17 +56,8 @@ def test_mean_and_bias_forces_separately_equal_finite_differences(alanine):
     positions, numbers = perturbed(alanine)
     s = torch.tensor(0.2, dtype=torch.float64)
     out = potential(positions, numbers, None, s)
-    h = 1e-5
-    bias_fd = torch.zeros_like(positions)
-    mean_fd = torch.zeros_like(positions)
-    for a in range(positions.shape[0]):
-        for k in range(3):
-            p, m = positions.clone(), positions.clone()
-            p[a, k] += h
-            m[a, k] -= h
-            op, om = potential(p, numbers, None, s), potential(m, numbers, None, s)
-            bias_fd[a, k] = -(float(op["bias_energy"]) - float(om["bias_energy"])) / (2 * h)
-            mean_fd[a, k] = -(float(op["mean_energy"]) - float(om["mean_energy"])) / (2 * h)
+    mean_fd = central_difference_forces(potential, positions, numbers, None, s, key="mean_energy")
+    bias_fd = central_difference_forces(potential, positions, numbers, None, s, key="bias_energy")
     torch.testing.assert_close(out["mean_forces"], mean_fd, atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(out["forces"] - out["mean_forces"], bias_fd, atol=2e-6, rtol=1e-5)
 
