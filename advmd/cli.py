@@ -20,6 +20,9 @@ export
     Re-export a committee with another bias form, width or default strength (no retraining).
 md
     Monitored, checkpointed committee MD from a TOML config; rerun the command to resume.
+attack
+    Adversarial (or random-displacement) exploration from a dataset's labelled rows:
+    attack, select (Eq. 8 threshold, energy cap, RMSD dedup, budget), add as pending rows.
 stability
     The paper's MD stability test: many short runs in parallel, stable fraction, failure times.
 example-config
@@ -295,6 +298,68 @@ def _md(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _attack(args: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
+    from advmd.attacks import AttackConfig, SelectionConfig
+    from advmd.attacks.job import ExplorationConfig, explore_dataset, parse_dihedrals
+    from advmd.committee import load_schnet_committee
+    from advmd.data import Dataset
+
+    if not Path(args.db).is_file() and not str(args.db).startswith(("postgresql://", "postgres://")):
+        raise SystemExit(f"advmd attack: --db {args.db!r} does not exist; create and label a dataset first")
+    committee, metadata = load_schnet_committee(args.model)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = (metadata.get("uncertainty_threshold") or {}).get("sigma_f2")
+        if threshold is None:
+            raise SystemExit(
+                f"advmd attack: {args.model} has no calibrated uncertainty threshold; pass --threshold (eV/A)^2 "
+                "or export the model with 'advmd train'"
+            )
+    config = ExplorationConfig(
+        method=args.method,
+        space=args.space,
+        dihedrals=parse_dihedrals(args.dihedrals),
+        n_seeds=args.n_seeds,
+        attack=AttackConfig(
+            steps=args.steps,
+            learning_rate=args.learning_rate,
+            init_std=args.init_std,
+            kt=args.kt,
+            max_norm=args.max_norm,
+            seed=args.seed,
+        ),
+        amplitude=args.amplitude,
+        selection=SelectionConfig(rmsd=args.rmsd, max_count=args.max_new),
+        energy_cap=None if args.energy_cap <= 0 else args.energy_cap,
+        seed=args.seed,
+    )
+    try:
+        config.validate()
+    except ValueError as error:
+        raise SystemExit(f"advmd attack: {error}") from None
+    start = time.perf_counter()
+    summary = explore_dataset(
+        committee, Dataset(args.db), config, threshold, args.generation, args.topology, dry_run=args.dry_run
+    )
+    counts = summary["counts"]
+    _write(
+        out,
+        f"advmd attack: {config.source}, {config.n_seeds} seeds in {time.perf_counter() - start:.1f} s; median sigma_F^2 "
+        f"{summary['sigma_f2']['initial_median']:.4g} -> {summary['sigma_f2']['final_median']:.4g} (eV/A)^2, "
+        f"threshold {threshold:.4g}",
+    )
+    _write(out, "selection: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    action = "would add" if args.dry_run else "added"
+    _write(
+        out, f"{action} {counts['selected']} pending rows to {args.db}" + (f" (ids {summary['ids']})" if summary["ids"] else "")
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advmd", description="Committees of NN potentials in real MD.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
@@ -351,6 +416,33 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--config", required=True, help="TOML config (see 'advmd example-config md')")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    att = verbs.add_parser("attack", help="adversarial or random exploration from a dataset; adds selected pending rows")
+    att.add_argument("--model", required=True, help="exported SchNet committee (from 'advmd train')")
+    att.add_argument("--db", required=True, help="dataset: seeds are its labelled rows; selected structures are added")
+    att.add_argument("--method", choices=("attack", "random"), default="attack", help="gradient attack or the random baseline")
+    att.add_argument("--space", choices=("cartesian", "dihedral"), default="dihedral")
+    att.add_argument(
+        "--dihedrals", default="phi,psi", help="names (phi,psi,omega) or 0-based atom quadruples 4-6-8-14, comma-separated"
+    )
+    att.add_argument("--topology", default=None, help="PDB with the bonds (default: alanine dipeptide or covalent radii)")
+    att.add_argument("--n-seeds", type=int, default=50, help="attacks per call (paper: 50)")
+    att.add_argument("--steps", type=int, default=1000, help="Adam steps (paper: 1000)")
+    att.add_argument("--learning-rate", type=float, default=5e-3, help="Adam learning rate (paper: 5e-3)")
+    att.add_argument("--init-std", type=float, default=0.01, help="initial delta ~ N(0, s^2), Angstrom or rad (paper: 0.01)")
+    att.add_argument("--kt", type=float, default=None, help="eV: maximise Eq. 13 at this kT (default: Eq. 10, sigma_F^2 alone)")
+    att.add_argument("--max-norm", type=float, default=None, help="Cartesian: bound on each displacement's norm (Angstrom)")
+    att.add_argument("--amplitude", type=float, default=math.pi, help="random method: uniform delta half-width (rad or Angstrom)")
+    att.add_argument(
+        "--threshold", type=float, default=None, help="Eq. 8 sigma_F^2 threshold (default: the model's calibrated one)"
+    )
+    att.add_argument("--energy-cap", type=float, default=2.0, help="eV above the lowest labelled energy (0 = no cap)")
+    att.add_argument("--rmsd", type=float, default=0.1, help="deduplication RMSD in Angstrom (0 = off)")
+    att.add_argument("--max-new", type=int, default=None, help="budget: at most this many new rows")
+    att.add_argument("--generation", type=int, default=0, help="generation written into the provenance")
+    att.add_argument("--seed", type=int, default=0)
+    att.add_argument("--dry-run", action="store_true", help="select and report, write nothing")
+    att.add_argument("--json", default=None, help="write the summary here")
+
     stab = verbs.add_parser("stability", help="the paper's stability test: many short runs in parallel processes")
     stab.add_argument("--model", default=None, help="exported committee (default: the shipped alanine dipeptide one)")
     stab.add_argument("--pdb", default=None, help="ground-state structure (default: alanine dipeptide)")
@@ -387,6 +479,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
         "example-config": _example_config,
         "md": _md,
         "stability": _stability,
+        "attack": _attack,
     }
     return handlers[args.verb](args, out)
 

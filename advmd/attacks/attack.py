@@ -24,7 +24,15 @@ from torch import Tensor
 
 from advmd.attacks.dihedral import DihedralRotation
 
-__all__ = ["AttackConfig", "AttackResult", "attack", "log_partition_function", "batch_statistics"]
+__all__ = [
+    "AttackConfig",
+    "AttackResult",
+    "attack",
+    "log_partition_function",
+    "batch_statistics",
+    "committee_statistics",
+    "random_displacements",
+]
 
 
 @dataclass
@@ -100,15 +108,97 @@ def batch_statistics(committee: torch.nn.Module, numbers: Tensor, positions: Ten
     """
     s, n = positions.shape[:2]
     m = committee.n_members
-    structure_index = torch.arange(s).repeat_interleave(n)
+    structure_index = torch.arange(s, device=positions.device).repeat_interleave(n)
     member_positions = positions.reshape(s * n, 3).unsqueeze(0).repeat(m, 1, 1)
     atomic = committee.atomic_energies(member_positions, numbers.repeat(s), None, structure_index)
-    energies = torch.zeros((m, s), dtype=atomic.dtype).index_add_(1, structure_index, atomic)
+    energies = torch.zeros((m, s), dtype=atomic.dtype, device=atomic.device).index_add_(1, structure_index, atomic)
     (gradient,) = torch.autograd.grad(energies.sum(), member_positions, create_graph=True)
     deviation = gradient - gradient.mean(0)
     per_atom = (deviation * deviation).sum(-1).sum(0)
-    sigma_f2 = torch.zeros(s, dtype=per_atom.dtype).index_add_(0, structure_index, per_atom) / ((m - 1) * 3 * n)
+    sigma_f2 = torch.zeros(s, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, structure_index, per_atom)
+    sigma_f2 = sigma_f2 / ((m - 1) * 3 * n)
     return energies.mean(0), sigma_f2
+
+
+def _prepare(committee: torch.nn.Module, numbers: Sequence[int], seeds: np.ndarray, variables: Union[str, DihedralRotation]):
+    if committee.n_members < 2:
+        raise ValueError("attacks need a committee of at least 2 members (sigma_F^2 uses M-1)")
+    seeds = np.asarray(seeds, dtype=np.float64)
+    if seeds.ndim != 3 or seeds.shape[1:] != (len(numbers), 3):
+        raise ValueError(f"seeds must have shape (S, {len(numbers)}, 3), got {seeds.shape}")
+    if not np.all(np.isfinite(seeds)):
+        raise ValueError("seeds contain NaN or infinite coordinates")
+    parameter = next(committee.parameters())
+    base = torch.as_tensor(seeds, dtype=parameter.dtype, device=parameter.device)
+    z = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=parameter.device)
+    s = base.shape[0]
+    if isinstance(variables, DihedralRotation):
+        shape: Tuple[int, ...] = (s, variables.n_dihedrals)
+
+        def geometry(delta: Tensor) -> Tensor:
+            return variables.apply(base, delta)
+
+    elif variables == "cartesian":
+        shape = tuple(base.shape)
+
+        def geometry(delta: Tensor) -> Tensor:
+            return base + delta
+
+    else:
+        raise ValueError(f"variables must be 'cartesian' or a DihedralRotation, got {variables!r}")
+    return base, z, shape, geometry
+
+
+def committee_statistics(
+    committee: torch.nn.Module, numbers: Sequence[int], positions: np.ndarray, batch_size: int = 64
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Committee mean energy (eV) and sigma_F^2 ((eV/Angstrom)^2, Eq. 7, M-1) of structures (S, N, 3) in Angstrom."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 3 or positions.shape[1:] != (len(numbers), 3):
+        raise ValueError(f"positions must have shape (S, {len(numbers)}, 3), got {positions.shape}")
+    parameter = next(committee.parameters())
+    z = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=parameter.device)
+    energies, sigmas = [], []
+    for start in range(0, len(positions), batch_size):
+        chunk = torch.as_tensor(positions[start : start + batch_size], dtype=parameter.dtype, device=parameter.device)
+        with torch.enable_grad():
+            energy, sigma_f2 = batch_statistics(committee, z, chunk.requires_grad_(True))
+        energies.append(energy.detach().cpu().numpy())
+        sigmas.append(sigma_f2.detach().cpu().numpy())
+    if not energies:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(energies).astype(np.float64), np.concatenate(sigmas).astype(np.float64)
+
+
+def random_displacements(
+    committee: torch.nn.Module,
+    numbers: Sequence[int],
+    seeds: np.ndarray,
+    variables: Union[str, DihedralRotation] = "cartesian",
+    amplitude: float = 0.1,
+    seed: int = 0,
+) -> AttackResult:
+    """The paper's random baseline: ``delta`` uniform in ``[-amplitude, amplitude]`` per variable.
+
+    ``amplitude`` is in Angstrom per Cartesian coordinate, or in rad per dihedral
+    (``pi`` samples the whole circle). The result has the same fields as an
+    attack's, so it goes through the same selection.
+    """
+    if not (math.isfinite(amplitude) and amplitude > 0):
+        raise ValueError(f"amplitude must be > 0 (Angstrom or rad), got {amplitude!r}")
+    base, _, shape, geometry = _prepare(committee, numbers, seeds, variables)
+    generator = torch.Generator().manual_seed(int(seed))
+    delta = ((torch.rand(shape, generator=generator, dtype=base.dtype) * 2.0 - 1.0) * amplitude).to(base.device)
+    positions = geometry(delta).cpu().numpy()
+    _, initial = committee_statistics(committee, numbers, base.cpu().numpy())
+    energy, sigma_f2 = committee_statistics(committee, numbers, positions)
+    return AttackResult(
+        positions=positions.astype(np.float64),
+        delta=delta.cpu().numpy(),
+        mean_energy=energy,
+        sigma_f2=sigma_f2,
+        initial_sigma_f2=initial,
+    )
 
 
 def attack(
@@ -131,33 +221,11 @@ def attack(
     """
     config = config or AttackConfig()
     config.validate()
-    if committee.n_members < 2:
-        raise ValueError("attacks need a committee of at least 2 members (sigma_F^2 uses M-1)")
-    seeds = np.asarray(seeds, dtype=np.float64)
-    if seeds.ndim != 3 or seeds.shape[1:] != (len(numbers), 3):
-        raise ValueError(f"seeds must have shape (S, {len(numbers)}, 3), got {seeds.shape}")
-    if not np.all(np.isfinite(seeds)):
-        raise ValueError("seeds contain NaN or infinite coordinates")
-    dtype = next(committee.parameters()).dtype
-    base = torch.as_tensor(seeds, dtype=dtype)
-    z = torch.as_tensor(np.asarray(numbers), dtype=torch.long)
-    generator = torch.Generator().manual_seed(int(config.seed))
+    base, z, shape, geometry = _prepare(committee, numbers, seeds, variables)
     s = base.shape[0]
-    if isinstance(variables, DihedralRotation):
-        shape: Tuple[int, ...] = (s, variables.n_dihedrals)
-
-        def geometry(delta: Tensor) -> Tensor:
-            return variables.apply(base, delta)
-
-    elif variables == "cartesian":
-        shape = tuple(base.shape)
-
-        def geometry(delta: Tensor) -> Tensor:
-            return base + delta
-
-    else:
-        raise ValueError(f"variables must be 'cartesian' or a DihedralRotation, got {variables!r}")
-    delta = (torch.randn(shape, generator=generator, dtype=dtype) * config.init_std).requires_grad_(True)
+    dtype = base.dtype
+    generator = torch.Generator().manual_seed(int(config.seed))
+    delta = (torch.randn(shape, generator=generator, dtype=dtype) * config.init_std).to(base.device).requires_grad_(True)
     with torch.enable_grad():
         _, initial = batch_statistics(committee, z, geometry(delta.detach()).requires_grad_(True))
     optimizer = torch.optim.Adam([delta], lr=config.learning_rate)
@@ -179,10 +247,10 @@ def attack(
     final = geometry(delta.detach())
     energy, sigma_f2 = batch_statistics(committee, z, final.clone().requires_grad_(True))
     return AttackResult(
-        positions=final.detach().numpy(),
-        delta=delta.detach().numpy(),
-        mean_energy=energy.detach().numpy(),
-        sigma_f2=sigma_f2.detach().numpy(),
-        initial_sigma_f2=initial.detach().numpy(),
+        positions=final.detach().cpu().numpy(),
+        delta=delta.detach().cpu().numpy(),
+        mean_energy=energy.detach().cpu().numpy(),
+        sigma_f2=sigma_f2.detach().cpu().numpy(),
+        initial_sigma_f2=initial.detach().cpu().numpy(),
         objective_history=history,
     )

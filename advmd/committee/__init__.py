@@ -1,7 +1,7 @@
 """Committee models, statistics, uncertainty biases and the TorchScript export boundary."""
 
 from advmd.committee.bias import BIAS_FORMS, CustomBias, HALBias, NoBias, UDDBias, make_bias
-from advmd.committee.export import export_committee, load_committee, read_metadata
+from advmd.committee.export import export_committee, load_committee, load_schnet_committee, read_metadata
 from advmd.committee.members import SingleMember, TorchScriptCommittee, load_member
 from advmd.committee.potential import CommitteePotential
 from advmd.committee.schnet import SchNetCommittee
@@ -26,6 +26,7 @@ __all__ = [
     "energy_variance",
     "export_committee",
     "load_committee",
+    "load_schnet_committee",
     "read_metadata",
     "force_variance",
     "load_member",

@@ -23,7 +23,7 @@ import torch
 from advmd._io import durable_replace
 from advmd.errors import ModelFileError
 
-__all__ = ["export_committee", "read_metadata", "load_committee", "METADATA_FILE", "FORMAT_VERSION"]
+__all__ = ["export_committee", "read_metadata", "load_committee", "load_schnet_committee", "METADATA_FILE", "FORMAT_VERSION"]
 
 METADATA_FILE = "advmd_metadata.json"
 FORMAT_VERSION = 1
@@ -196,3 +196,23 @@ def load_committee(
     except Exception as error:
         raise ModelFileError(f"model file {str(path)!r} could not be loaded by TorchScript; re-export it") from error
     return module, metadata
+
+
+def load_schnet_committee(path: PathLike) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """An exported SchNet committee as a plain (eager, trainable) :class:`SchNetCommittee`, and its metadata.
+
+    Training, fine-tuning and attacks need the Python module (its ``atomic_energies``
+    and parameters), not the frozen TorchScript potential.
+    """
+    from advmd.committee.schnet import SchNetCommittee
+
+    module, metadata = load_committee(path)
+    architecture = metadata.get("architecture", {})
+    if architecture.get("class") != "SchNetCommittee":
+        raise ModelFileError(
+            f"model file {str(path)!r} holds a {architecture.get('class')!r} committee; this step needs an advmd "
+            "SchNetCommittee (trained with 'advmd train')"
+        )
+    committee = SchNetCommittee(**architecture["hyperparameters"]).to(getattr(torch, metadata["dtype"]))
+    committee.load_state_dict(module.committee.state_dict())
+    return committee, metadata

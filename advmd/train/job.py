@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Union
 
-import torch
-
 from advmd.config import merge_config
 
 logger = logging.getLogger(__name__)
@@ -65,7 +63,7 @@ def load_config(source: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, An
 
 def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
     """Run a training job; returns the metrics written to ``[output] metrics``."""
-    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_committee, make_bias
+    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_schnet_committee, make_bias
     from advmd.data import Dataset
     from advmd.train.trainer import TrainingConfig, calibrate_threshold, evaluate, train_committee
 
@@ -94,10 +92,7 @@ def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
 
     fine_tune_from = model_cfg["fine_tune_from"]
     if fine_tune_from:
-        previous, metadata = load_committee(fine_tune_from)
-        hyper = metadata["architecture"]["hyperparameters"]
-        committee = SchNetCommittee(**hyper).to(getattr(torch, metadata["dtype"]))
-        committee.load_state_dict(previous.committee.state_dict())
+        committee, _ = load_schnet_committee(fine_tune_from)
         missing = sorted(set(species) - set(committee.species))
         if missing:
             raise ValueError(f"[model] fine_tune_from {fine_tune_from!r} lacks species Z={missing} present in the data")
