@@ -3,6 +3,7 @@
 #   ./dev.sh demo    set up (once) and run the main job: a committee MD demo on alanine dipeptide
 #   ./dev.sh test    set up (once) and run the test suite (fast tests; slow ones with ./dev.sh test-all)
 #   ./dev.sh setup   only create/refresh the virtual environment in .venv
+#   ./dev.sh loop    set up and run the active-learning loop (advmd loop; alanine dipeptide defaults)
 #   ./dev.sh bench   set up and run the benchmark script (prints ratios)
 # Setup is idempotent: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
@@ -36,6 +37,7 @@ case "$cmd" in
     demo) setup; exec "$VENV/bin/advmd" demo "$@" ;;
     test) setup; exec "$VENV/bin/python" -m pytest -q -m "not slow" "$@" ;;
     test-all) setup; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    loop) setup; exec "$VENV/bin/advmd" loop "$@" ;;
     bench) setup; exec "$VENV/bin/python" scripts/bench_foundation.py "$@" ;;
-    *) sed -n '2,7p' "$0"; exit 2 ;;
+    *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

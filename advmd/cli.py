@@ -23,6 +23,9 @@ md
 attack
     Adversarial (or random-displacement) exploration from a dataset's labelled rows:
     attack, select (Eq. 8 threshold, energy cap, RMSD dedup, budget), add as pending rows.
+loop
+    The active-learning loop from a TOML config (defaults: alanine dipeptide, amber14 labels,
+    dihedral attacks); rerun the same command to resume.
 stability
     The paper's MD stability test: many short runs in parallel, stable fraction, failure times.
 example-config
@@ -159,21 +162,10 @@ def _data(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.n < 1:
         raise SystemExit(f"advmd data init: --n must be >= 1, got {args.n}")
-    settings = {"system": args.system, "n": args.n, "seed": args.seed}
-    if args.system == "alanine":
-        structures = initial.alanine_md_structures(n_frames=args.n, interval_ps=args.interval_ps, seed=args.seed)
-        settings.update(interval_ps=args.interval_ps, temperature_k=300.0, force_field="amber14", constraints="HBonds")
-    elif args.system == "ammonia":
-        from advmd.labelers import make_labeler
-
-        labeler = make_labeler(args.labeler)
-        ground = initial.ammonia_ground_state(labeler)
-        hessian = initial.numerical_hessian(ground, labeler)
-        structures = initial.normal_mode_displacements(ground, hessian, args.n, (250.0, 750.0), seed=args.seed)
-        settings.update(labeler=labeler.name, temperature_range_k=[250.0, 750.0])
-    else:
-        structures = initial.double_well_structures(args.n, seed=args.seed)
-        settings.update(energy_cut=-2.0, box=1.5)
+    options = {"interval_ps": args.interval_ps} if args.system == "alanine" else {}
+    if args.system == "ammonia":
+        options["labeler"] = args.labeler
+    structures, settings = initial.initial_structures(args.system, args.n, args.seed, **options)
     ids = Dataset(args.db).add(structures, Provenance("initial", generation=0, selection=settings))
     _write(out, f"added {len(ids)} pending {args.system} structures to {args.db}; label them with 'advmd label'")
     return 0
@@ -303,12 +295,12 @@ def _attack(args: argparse.Namespace, out: TextIO) -> int:
 
     from advmd.attacks import AttackConfig, SelectionConfig
     from advmd.attacks.job import ExplorationConfig, explore_dataset, parse_dihedrals
-    from advmd.committee import load_schnet_committee
+    from advmd.committee import load_trainable_committee
     from advmd.data import Dataset
 
     if not Path(args.db).is_file() and not str(args.db).startswith(("postgresql://", "postgres://")):
         raise SystemExit(f"advmd attack: --db {args.db!r} does not exist; create and label a dataset first")
-    committee, metadata = load_schnet_committee(args.model)
+    committee, metadata = load_trainable_committee(args.model)
     threshold = args.threshold
     if threshold is None:
         threshold = (metadata.get("uncertainty_threshold") or {}).get("sigma_f2")
@@ -357,6 +349,25 @@ def _attack(args: argparse.Namespace, out: TextIO) -> int:
     )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _loop(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.loop import load_loop_config, run_loop
+
+    config = load_loop_config(args.config)
+    if args.directory:
+        config["run"]["directory"] = args.directory
+    if args.generations is not None:
+        config["run"]["generations"] = args.generations
+    result = run_loop(config, progress=not args.quiet)
+    last = result["generations"][-1]
+    _write(
+        out,
+        f"advmd loop: {len(result['generations']) - 1} generations; final held-out RMSE "
+        f"E {last['holdout']['mean_energy_rmse']:.4f} eV, F {last['holdout']['mean_force_rmse']:.4f} eV/A; "
+        f"{last['labels']['total']} labels; results in {result['directory']}",
+    )
     return 0
 
 
@@ -416,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--config", required=True, help="TOML config (see 'advmd example-config md')")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    loop = verbs.add_parser("loop", help="the active-learning loop (rerun the same command to resume)")
+    loop.add_argument("--config", default=None, help="TOML config (see 'advmd example-config loop'); default: alanine demo")
+    loop.add_argument("--directory", default=None, help="run directory (overrides [run] directory)")
+    loop.add_argument("--generations", type=int, default=None, help="overrides [run] generations")
+    loop.add_argument("--quiet", action="store_true", help="no progress lines")
+
     att = verbs.add_parser("attack", help="adversarial or random exploration from a dataset; adds selected pending rows")
     att.add_argument("--model", required=True, help="exported SchNet committee (from 'advmd train')")
     att.add_argument("--db", required=True, help="dataset: seeds are its labelled rows; selected structures are added")
@@ -462,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     stab.add_argument("--json", default=None, help="write the full result here")
 
     example = verbs.add_parser("example-config", help="print a commented example config")
-    example.add_argument("kind", nargs="?", choices=("train", "md"), default="train")
+    example.add_argument("kind", nargs="?", choices=("train", "md", "loop"), default="train")
     return parser
 
 
@@ -480,6 +497,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
         "md": _md,
         "stability": _stability,
         "attack": _attack,
+        "loop": _loop,
     }
     return handlers[args.verb](args, out)
 

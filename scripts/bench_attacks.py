@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from advmd.attacks import AttackConfig, DihedralRotation, attack, peptide_dihedrals
-from advmd.committee import load_schnet_committee
+from advmd.committee import load_trainable_committee
 from advmd.systems import alanine_dipeptide, resource_path
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     topology, positions = alanine_dipeptide()
     numbers = [a.element.atomic_number for a in topology.atoms()]
     bonds = [(b[0].index, b[1].index) for b in topology.bonds()]
-    committee, _ = load_schnet_committee(resource_path("alanine-dipeptide-committee.pt"))
+    committee, _ = load_trainable_committee(resource_path("alanine-dipeptide-committee.pt"))
     rotation = DihedralRotation(22, bonds, peptide_dihedrals(topology))
     rng = np.random.default_rng(0)
     base = np.asarray(positions._value) * 10.0

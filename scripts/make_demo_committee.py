@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_schnet_committee, make_bias
+from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_trainable_committee, make_bias
 from advmd.labelers import OpenMMLabeler
 from advmd.md import langevin_frames
 from advmd.systems import alanine_dipeptide, amber14_vacuum_system, resource_path
@@ -55,7 +55,7 @@ def main() -> None:
 
     shipped = resource_path("alanine-dipeptide-committee.pt")
     if args.recalibrate:
-        committee, old = load_schnet_committee(shipped)
+        committee, old = load_trainable_committee(shipped)
         training = old["demo"]["training"]
     else:
         committee = SchNetCommittee(

@@ -21,7 +21,16 @@ from advmd.attacks.attack import AttackConfig, attack, log_partition_function, r
 from advmd.attacks.dihedral import DihedralRotation, peptide_dihedrals
 from advmd.attacks.selection import SelectionConfig, select
 
-__all__ = ["ExplorationConfig", "explore_dataset", "molecule_graph", "parse_dihedrals"]
+__all__ = [
+    "Candidates",
+    "ExplorationConfig",
+    "add_candidates",
+    "explore_dataset",
+    "generate_candidates",
+    "molecule_graph",
+    "parse_dihedrals",
+    "seed_pool",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +142,7 @@ def molecule_graph(numbers: Sequence[int], positions: np.ndarray, topology_file:
     return bonds, None
 
 
-def _seed_pool(dataset, numbers: Optional[Sequence[int]]) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray]:
+def seed_pool(dataset, numbers: Optional[Sequence[int]] = None) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray]:
     """Labelled rows of one composition: ids, numbers, positions (S, N, 3), energies (S,)."""
     rows = [row for row in dataset.rows(label_status="done") if not np.any(row.pbc)]
     if not rows:
@@ -155,42 +164,32 @@ def _seed_pool(dataset, numbers: Optional[Sequence[int]]) -> Tuple[List[int], np
     )
 
 
-def explore_dataset(
+@dataclass
+class Candidates:
+    """Explored structures before selection (numpy; Angstrom, eV, (eV/Angstrom)^2)."""
+
+    source: str
+    numbers: np.ndarray  # (N,)
+    positions: np.ndarray  # (S, N, 3)
+    mean_energy: np.ndarray  # (S,)
+    sigma_f2: np.ndarray  # (S,)
+    initial_sigma_f2: np.ndarray  # (S,)
+    parent_ids: np.ndarray  # (S,) dataset row of each seed
+
+
+def generate_candidates(
     committee,
-    dataset,
+    numbers: Sequence[int],
+    pool: np.ndarray,
+    pool_ids: Sequence[int],
+    pool_energies: np.ndarray,
     config: ExplorationConfig,
-    threshold: Optional[float] = None,
-    generation: int = 0,
     topology_file: Optional[Union[str, Path]] = None,
-    dry_run: bool = False,
-) -> Dict[str, Any]:
-    """Attack (or randomly displace) seeds from ``dataset``, select, and add the selection as pending rows.
-
-    Parameters
-    ----------
-    committee : SchNetCommittee
-    dataset : advmd.data.Dataset
-    config : ExplorationConfig
-    threshold : float, optional
-        Eq. 8 threshold, (eV/Angstrom)^2; overridden by ``config.selection.threshold`` when that is set.
-    generation : int
-        Written into the provenance of the new rows.
-    dry_run : bool
-        Select but write nothing.
-
-    Returns
-    -------
-    dict
-        ``ids`` of the new rows, selection counts, uncertainty and energy statistics, settings.
-    """
-    from ase import Atoms
-
-    from advmd.data import Provenance
-
+) -> Candidates:
+    """Draw ``config.n_seeds`` seeds from ``pool`` (S, N, 3) and attack or displace them."""
     config.validate()
-    ids, numbers, pool, energies = _seed_pool(dataset, None)
     rng = np.random.default_rng(int(config.seed))
-    pick = rng.choice(len(ids), size=int(config.n_seeds), replace=int(config.n_seeds) > len(ids))
+    pick = rng.choice(len(pool), size=int(config.n_seeds), replace=int(config.n_seeds) > len(pool))
     seeds = pool[pick]
     if config.space == "dihedral":
         bonds, topology = molecule_graph(numbers, pool[0], topology_file)
@@ -207,17 +206,84 @@ def explore_dataset(
         variables: Union[str, DihedralRotation] = DihedralRotation(len(numbers), bonds, quadruples)
     else:
         variables = "cartesian"
-
     attack_config = config.attack
     if config.method == "attack":
         if attack_config.kt is not None:
-            attack_config = AttackConfig(
-                **{**asdict(attack_config), "log_partition": log_partition_function(energies, attack_config.kt)}
-            )
+            log_q = log_partition_function(pool_energies, attack_config.kt)
+            attack_config = AttackConfig(**{**asdict(attack_config), "log_partition": log_q})
         result = attack(committee, numbers, seeds, variables, attack_config)
     else:
         result = random_displacements(committee, numbers, seeds, variables, config.amplitude, config.seed)
+    return Candidates(
+        source=config.source,
+        numbers=np.asarray(numbers, dtype=int),
+        positions=np.asarray(result.positions, dtype=np.float64),
+        mean_energy=np.asarray(result.mean_energy, dtype=np.float64),
+        sigma_f2=np.asarray(result.sigma_f2, dtype=np.float64),
+        initial_sigma_f2=np.asarray(result.initial_sigma_f2, dtype=np.float64),
+        parent_ids=np.asarray(pool_ids)[pick],
+    )
 
+
+def add_candidates(
+    dataset, candidates: Candidates, indices: Sequence[int], generation: int, settings: Dict[str, Any]
+) -> List[int]:
+    """Add the chosen candidates as pending rows (one transaction) with provenance; returns their ids."""
+    from ase import Atoms
+
+    from advmd.data import Provenance
+
+    structures, provenance = [], []
+    for k in indices:
+        structures.append(Atoms(numbers=candidates.numbers, positions=candidates.positions[k]))
+        provenance.append(
+            Provenance(
+                source=candidates.source,
+                generation=int(generation),
+                parent_id=int(candidates.parent_ids[k]),
+                uncertainty=float(candidates.sigma_f2[k]),
+                selection={
+                    **settings,
+                    "candidate": int(k),
+                    "predicted_energy": float(candidates.mean_energy[k]),
+                    "initial_sigma_f2": float(candidates.initial_sigma_f2[k]),
+                },
+            )
+        )
+    return dataset.add(structures, provenance) if structures else []
+
+
+def explore_dataset(
+    committee,
+    dataset,
+    config: ExplorationConfig,
+    threshold: Optional[float] = None,
+    generation: int = 0,
+    topology_file: Optional[Union[str, Path]] = None,
+    dry_run: bool = False,
+) -> Dict[str, Any]:
+    """Attack (or randomly displace) seeds from ``dataset``, select, and add the selection as pending rows.
+
+    Parameters
+    ----------
+    committee : SchNetCommittee or CoordinateMLPCommittee
+    dataset : advmd.data.Dataset
+    config : ExplorationConfig
+    threshold : float, optional
+        Eq. 8 threshold, (eV/Angstrom)^2; overridden by ``config.selection.threshold`` when that is set.
+    generation : int
+        Written into the provenance of the new rows.
+    dry_run : bool
+        Select but write nothing.
+
+    Returns
+    -------
+    dict
+        ``ids`` of the new rows, selection counts, uncertainty and energy statistics, settings.
+    """
+    config.validate()
+    ids, numbers, pool, energies = seed_pool(dataset)
+    result = generate_candidates(committee, numbers, pool, ids, energies, config, topology_file)
     selection_config = config.selection
     if selection_config.threshold is None and threshold is not None:
         selection_config = SelectionConfig(**{**asdict(selection_config), "threshold": float(threshold)})
@@ -228,26 +294,7 @@ def explore_dataset(
     settings = config.settings()
     settings["threshold"] = selection_config.threshold
     settings["energy_max"] = energy_max
-    new_ids: List[int] = []
-    if not dry_run and len(chosen.indices):
-        structures, provenance = [], []
-        for k in chosen.indices:
-            structures.append(Atoms(numbers=numbers, positions=result.positions[k]))
-            provenance.append(
-                Provenance(
-                    source=config.source,
-                    generation=int(generation),
-                    parent_id=int(ids[pick[k]]),
-                    uncertainty=float(result.sigma_f2[k]),
-                    selection={
-                        **settings,
-                        "candidate": int(k),
-                        "predicted_energy": float(result.mean_energy[k]),
-                        "initial_sigma_f2": float(result.initial_sigma_f2[k]),
-                    },
-                )
-            )
-        new_ids = dataset.add(structures, provenance)
+    new_ids = [] if dry_run else add_candidates(dataset, result, chosen.indices, generation, settings)
     summary = {
         "source": config.source,
         "ids": new_ids,

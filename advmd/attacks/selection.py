@@ -15,7 +15,8 @@ sources are compared at equal footing. Steps, in order:
 6. keep at most ``max_count``, largest uncertainty first.
 
 RMSD is between proper rotations (no reflection) and treats atoms as labelled
-(no permutation of equivalent hydrogens). Units: Angstrom, eV.
+(no permutation of equivalent hydrogens); ``align=False`` measures it without
+superposition, for models of absolute coordinates. Units: Angstrom, eV.
 """
 
 from __future__ import annotations
@@ -47,11 +48,20 @@ def _check(positions: np.ndarray, numbers: Sequence[int], name: str) -> np.ndarr
     return positions
 
 
-def pairwise_rmsd(positions: np.ndarray, numbers: Sequence[int]) -> np.ndarray:
-    """Aligned (optimal superposition) RMSD between all pairs, shape (S, S), unit Angstrom."""
+def _plain_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from scipy.spatial.distance import cdist
+
+    n = a.shape[1]
+    return cdist(a.reshape(len(a), -1), b.reshape(len(b), -1)) / np.sqrt(n)
+
+
+def pairwise_rmsd(positions: np.ndarray, numbers: Sequence[int], align: bool = True) -> np.ndarray:
+    """RMSD between all pairs, shape (S, S), unit Angstrom; aligned (optimal superposition) unless ``align=False``."""
     import mdtraj
 
     positions = _check(positions, numbers, "positions")
+    if not align:
+        return _plain_rmsd(positions, positions)
     traj = _trajectory(positions, numbers)
     matrix = np.zeros((len(positions), len(positions)))
     for k in range(len(positions)):
@@ -61,14 +71,16 @@ def pairwise_rmsd(positions: np.ndarray, numbers: Sequence[int]) -> np.ndarray:
     return matrix
 
 
-def rmsd_to_set(candidates: np.ndarray, reference: np.ndarray, numbers: Sequence[int]) -> np.ndarray:
-    """Smallest aligned RMSD from each candidate to any reference structure, shape (S,), Angstrom."""
+def rmsd_to_set(candidates: np.ndarray, reference: np.ndarray, numbers: Sequence[int], align: bool = True) -> np.ndarray:
+    """Smallest RMSD from each candidate to any reference structure, shape (S,), Angstrom (aligned unless ``align=False``)."""
     import mdtraj
 
     candidates = _check(candidates, numbers, "candidates")
     reference = _check(reference, numbers, "reference")
     if len(reference) == 0:
         return np.full(len(candidates), np.inf)
+    if not align:
+        return _plain_rmsd(candidates, reference).min(axis=1)
     ref_traj = _trajectory(reference, numbers)
     cand_traj = _trajectory(candidates, numbers)
     return np.array([float(np.min(mdtraj.rmsd(ref_traj, cand_traj, frame=k))) * 10.0 for k in range(len(candidates))])
@@ -91,6 +103,9 @@ class SelectionConfig:
         pair inside a cluster is closer than ``rmsd``.
     max_count : int or None
         Budget: keep at most this many (largest uncertainty first).
+    align : bool
+        Superpose before measuring RMSD (molecules). ``False`` for models of absolute
+        coordinates (the double well), where a translated copy is a different structure.
     """
 
     threshold: Optional[float] = None
@@ -98,6 +113,7 @@ class SelectionConfig:
     rmsd: float = 0.1
     linkage: str = "complete"
     max_count: Optional[int] = None
+    align: bool = True
 
     def validate(self) -> None:
         if self.threshold is not None and not np.isfinite(self.threshold):
@@ -178,13 +194,13 @@ def select(
         counts["above_energy_cap"] = int(high.sum())
         alive = alive[~high]
     if config.rmsd > 0 and reference is not None and len(alive):
-        near = rmsd_to_set(positions[alive], reference, numbers) < config.rmsd
+        near = rmsd_to_set(positions[alive], reference, numbers, config.align) < config.rmsd
         counts["near_dataset"] = int(near.sum())
         alive = alive[~near]
 
     clusters = np.full(s, -1)
     if config.rmsd > 0 and len(alive) > 1:
-        distances = squareform(pairwise_rmsd(positions[alive], numbers), checks=False)
+        distances = squareform(pairwise_rmsd(positions[alive], numbers, config.align), checks=False)
         labels = fcluster(linkage(distances, method=config.linkage), t=config.rmsd, criterion="distance")
         clusters[alive] = labels
         representatives: List[int] = []

@@ -1,8 +1,9 @@
 """Committee models, statistics, uncertainty biases and the TorchScript export boundary."""
 
 from advmd.committee.bias import BIAS_FORMS, CustomBias, HALBias, NoBias, UDDBias, make_bias
-from advmd.committee.export import export_committee, load_committee, load_schnet_committee, read_metadata
+from advmd.committee.export import export_committee, load_committee, load_trainable_committee, read_metadata
 from advmd.committee.members import SingleMember, TorchScriptCommittee, load_member
+from advmd.committee.mlp import CoordinateMLPCommittee
 from advmd.committee.potential import CommitteePotential
 from advmd.committee.schnet import SchNetCommittee
 from advmd.committee.statistics import (
@@ -15,6 +16,7 @@ from advmd.committee.statistics import (
 __all__ = [
     "BIAS_FORMS",
     "CommitteePotential",
+    "CoordinateMLPCommittee",
     "CustomBias",
     "HALBias",
     "NoBias",
@@ -26,7 +28,7 @@ __all__ = [
     "energy_variance",
     "export_committee",
     "load_committee",
-    "load_schnet_committee",
+    "load_trainable_committee",
     "read_metadata",
     "force_variance",
     "load_member",

@@ -23,7 +23,7 @@ import torch
 from advmd._io import durable_replace
 from advmd.errors import ModelFileError
 
-__all__ = ["export_committee", "read_metadata", "load_committee", "load_schnet_committee", "METADATA_FILE", "FORMAT_VERSION"]
+__all__ = ["export_committee", "read_metadata", "load_committee", "load_trainable_committee", "METADATA_FILE", "FORMAT_VERSION"]
 
 METADATA_FILE = "advmd_metadata.json"
 FORMAT_VERSION = 1
@@ -49,7 +49,10 @@ def _build_metadata(potential: torch.nn.Module, default_strength: float, extra: 
     committee = potential.committee
     bias = potential.bias
     # Read attributes, not methods: a loaded ScriptModule keeps attributes only.
-    hyper = _attributes(committee, _ARCHITECTURE_ATTRIBUTES)
+    if isinstance(committee, torch.jit.ScriptModule) or not hasattr(committee, "hyperparameters"):
+        hyper = _attributes(committee, _ARCHITECTURE_ATTRIBUTES)
+    else:
+        hyper = committee.hyperparameters()
     committee_class = getattr(committee, "original_name", None) if isinstance(committee, torch.jit.ScriptModule) else None
     committee_class = committee_class or committee.__class__.__name__
     species = [int(z) for z in potential.species]
@@ -198,21 +201,24 @@ def load_committee(
     return module, metadata
 
 
-def load_schnet_committee(path: PathLike) -> Tuple[torch.nn.Module, Dict[str, Any]]:
-    """An exported SchNet committee as a plain (eager, trainable) :class:`SchNetCommittee`, and its metadata.
+def load_trainable_committee(path: PathLike) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """An exported advmd committee as a plain (eager, trainable) module, and its metadata.
 
     Training, fine-tuning and attacks need the Python module (its ``atomic_energies``
-    and parameters), not the frozen TorchScript potential.
+    and parameters), not the frozen TorchScript potential. Works for
+    :class:`SchNetCommittee` and :class:`CoordinateMLPCommittee` files.
     """
+    from advmd.committee.mlp import CoordinateMLPCommittee
     from advmd.committee.schnet import SchNetCommittee
 
+    classes = {"SchNetCommittee": SchNetCommittee, "CoordinateMLPCommittee": CoordinateMLPCommittee}
     module, metadata = load_committee(path)
     architecture = metadata.get("architecture", {})
-    if architecture.get("class") != "SchNetCommittee":
+    if architecture.get("class") not in classes:
         raise ModelFileError(
             f"model file {str(path)!r} holds a {architecture.get('class')!r} committee; this step needs an advmd "
-            "SchNetCommittee (trained with 'advmd train')"
+            f"committee ({', '.join(classes)}), e.g. one trained with 'advmd train'"
         )
-    committee = SchNetCommittee(**architecture["hyperparameters"]).to(getattr(torch, metadata["dtype"]))
+    committee = classes[architecture["class"]](**architecture["hyperparameters"]).to(getattr(torch, metadata["dtype"]))
     committee.load_state_dict(module.committee.state_dict())
     return committee, metadata

@@ -13,7 +13,7 @@ All take a seed and are reproducible.
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from advmd.labelers.base import Labeler
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "initial_structures",
     "LabelerCalculator",
     "alanine_md_structures",
     "ammonia_ground_state",
@@ -180,3 +181,33 @@ def double_well_structures(n_candidates: int = 800, energy_cut: float = -2.0, se
     if len(kept) == 0:
         raise ValueError(f"no sample below E={energy_cut}; draw more candidates")
     return [Atoms("H", positions=[[x, y, 0.0]]) for x, y in kept]
+
+
+def initial_structures(system: str, n: int, seed: int = 0, **options: Any) -> Tuple[List[Any], Dict[str, Any]]:
+    """Initial structures of a paper system and the settings that made them.
+
+    ``alanine``: amber14 MD frames (option ``interval_ps``, default 2); ``ammonia``: normal-mode
+    displacements around the ground state of a labeler (option ``labeler``, default ``xtb``);
+    ``double-well``: the paper's low-energy uniform samples (``n`` candidates).
+    """
+    if int(n) != n or n < 1:
+        raise ValueError(f"the number of initial structures must be >= 1, got {n!r}")
+    settings: Dict[str, Any] = {"system": system, "n": int(n), "seed": int(seed)}
+    if system == "alanine":
+        interval = float(options.get("interval_ps", 2.0))
+        structures = alanine_md_structures(n_frames=int(n), interval_ps=interval, seed=int(seed))
+        settings.update(interval_ps=interval, temperature_k=300.0, force_field="amber14", constraints="HBonds")
+    elif system == "ammonia":
+        from advmd.labelers import make_labeler
+
+        labeler = make_labeler(options.get("labeler", "xtb"))
+        ground = ammonia_ground_state(labeler)
+        hessian = numerical_hessian(ground, labeler)
+        structures = normal_mode_displacements(ground, hessian, int(n), (250.0, 750.0), seed=int(seed))
+        settings.update(labeler=labeler.name, temperature_range_k=[250.0, 750.0])
+    elif system == "double-well":
+        structures = double_well_structures(int(n), seed=int(seed))
+        settings.update(energy_cut=-2.0, box=1.5)
+    else:
+        raise ValueError(f"unknown system {system!r}; choose alanine, ammonia or double-well")
+    return structures, settings

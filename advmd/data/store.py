@@ -219,8 +219,6 @@ class Dataset:
         dict
             Counts ``{"done": ..., "failed": ...}`` of this call.
         """
-        from ase.calculators.singlepoint import SinglePointCalculator
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         ids = self.pending_ids()
@@ -233,26 +231,51 @@ class Dataset:
             batch = ids[start : start + batch_size]
             structures = [self.db.get(id=i).toatoms() for i in batch]
             result = labeler.label(structures)
-            with self.db:  # one transaction per batch: all or nothing
-                for k, row_id in enumerate(batch):
-                    if k in result.failures:
-                        self.db.update(
-                            row_id, label_status="failed", labeler=labeler.name, data={"label_error": result.failures[k]}
-                        )
-                        counts["failed"] += 1
-                    else:
-                        atoms = structures[k]
-                        atoms.calc = SinglePointCalculator(atoms, energy=float(result.energies[k]), forces=result.forces[k])
-                        self.db.update(
-                            row_id,
-                            atoms=atoms,
-                            label_status="done",
-                            labeler=labeler.name,
-                            data={"labeler_settings": settings, "label_error": ""},
-                        )
-                        counts["done"] += 1
+            energies = [None if k in result.failures else float(result.energies[k]) for k in range(len(batch))]
+            forces = [None if k in result.failures else result.forces[k] for k in range(len(batch))]
+            stored = self.store_labels(batch, energies, forces, result.failures, labeler.name, settings)
+            counts["done"] += stored["done"]
+            counts["failed"] += stored["failed"]
             bar.update(len(batch))
         bar.close()
+        return counts
+
+    def store_labels(
+        self,
+        ids: Sequence[int],
+        energies: Sequence[Optional[float]],
+        forces: Sequence[Optional[np.ndarray]],
+        failures: Dict[int, str],
+        labeler: str,
+        settings: Dict[str, Any],
+    ) -> Dict[str, int]:
+        """Write labels computed elsewhere (e.g. by worker processes) for rows ``ids``, in one transaction.
+
+        ``failures`` maps positions in ``ids`` to error messages; those rows are marked ``failed``.
+        Rows that are no longer pending (labelled by an earlier, interrupted call) are left alone.
+        """
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        counts = {"done": 0, "failed": 0}
+        with self.db:  # all or nothing
+            for k, row_id in enumerate(ids):
+                row = self.db.get(id=int(row_id))
+                if row.get("label_status") != "pending":
+                    continue
+                if k in failures:
+                    self.db.update(row.id, label_status="failed", labeler=labeler, data={"label_error": failures[k]})
+                    counts["failed"] += 1
+                    continue
+                atoms = row.toatoms()
+                atoms.calc = SinglePointCalculator(atoms, energy=float(energies[k]), forces=np.asarray(forces[k], float))
+                self.db.update(
+                    row.id,
+                    atoms=atoms,
+                    label_status="done",
+                    labeler=labeler,
+                    data={"labeler_settings": settings, "label_error": ""},
+                )
+                counts["done"] += 1
         return counts
 
     def reset_failed(self) -> int:

@@ -63,7 +63,7 @@ def load_config(source: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, An
 
 def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
     """Run a training job; returns the metrics written to ``[output] metrics``."""
-    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_schnet_committee, make_bias
+    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_trainable_committee, make_bias
     from advmd.data import Dataset
     from advmd.train.trainer import TrainingConfig, calibrate_threshold, evaluate, train_committee
 
@@ -92,7 +92,7 @@ def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
 
     fine_tune_from = model_cfg["fine_tune_from"]
     if fine_tune_from:
-        committee, _ = load_schnet_committee(fine_tune_from)
+        committee, _ = load_trainable_committee(fine_tune_from)
         missing = sorted(set(species) - set(committee.species))
         if missing:
             raise ValueError(f"[model] fine_tune_from {fine_tune_from!r} lacks species Z={missing} present in the data")

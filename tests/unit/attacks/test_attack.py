@@ -56,13 +56,13 @@ def test_batched_attack_equals_one_at_a_time(trained):
 
 
 def test_dihedral_attack_on_alanine_keeps_bonds_and_raises_uncertainty():
-    from advmd.committee import load_schnet_committee
+    from advmd.committee import load_trainable_committee
     from advmd.systems import alanine_dipeptide, resource_path
 
     topology, positions = alanine_dipeptide()
     numbers = [a.element.atomic_number for a in topology.atoms()]
     bonds = [(b[0].index, b[1].index) for b in topology.bonds()]
-    committee, _ = load_schnet_committee(resource_path("alanine-dipeptide-committee.pt"))
+    committee, _ = load_trainable_committee(resource_path("alanine-dipeptide-committee.pt"))
     rotation = DihedralRotation(22, bonds, peptide_dihedrals(topology))
     seeds = np.repeat(np.asarray(positions._value)[None] * 10.0, 3, axis=0)
     result = attack(committee, numbers, seeds, rotation, AttackConfig(steps=30, learning_rate=0.05, init_std=0.3, seed=0))

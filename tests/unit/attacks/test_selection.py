@@ -113,11 +113,11 @@ def test_selection_bad_input(alanine_conformers):
 
 
 def test_random_dihedral_displacements_are_uniform_and_reproducible(alanine_conformers):
-    from advmd.committee import load_schnet_committee
+    from advmd.committee import load_trainable_committee
     from advmd.systems import resource_path
 
     conformers, numbers, topology = alanine_conformers
-    committee, _ = load_schnet_committee(resource_path("alanine-dipeptide-committee.pt"))
+    committee, _ = load_trainable_committee(resource_path("alanine-dipeptide-committee.pt"))
     bonds = [(b[0].index, b[1].index) for b in topology.bonds()]
     quadruples = peptide_dihedrals(topology)
     rotation = DihedralRotation(22, bonds, quadruples)
