@@ -360,7 +360,7 @@ def _loop(args: argparse.Namespace, out: TextIO) -> int:
         config["run"]["directory"] = args.directory
     if args.generations is not None:
         config["run"]["generations"] = args.generations
-    result = run_loop(config, progress=not args.quiet)
+    result = run_loop(config, progress=not args.quiet, stream=out)
     last = result["generations"][-1]
     _write(
         out,

@@ -14,6 +14,7 @@ by code:
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import multiprocessing
 from typing import Any, Callable, Iterable, List, Optional
@@ -21,13 +22,14 @@ from typing import Any, Callable, Iterable, List, Optional
 __all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor"]
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs ``fn`` over items and returns the results in order."""
 
     name = "executor"
 
+    @abc.abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
-        raise NotImplementedError
+        """``[fn(item) for item in items]``, possibly in parallel."""
 
     def close(self) -> None:
         """Release workers (idempotent)."""

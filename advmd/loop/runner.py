@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, TextIO
 
 import numpy as np
 
@@ -72,8 +73,11 @@ def _label_chunk(spec: Dict[str, Any]) -> Dict[str, Any]:
 class LoopRunner:
     """Runs (or resumes) the loop a configuration describes (see :func:`advmd.loop.config.load_loop_config`)."""
 
-    def __init__(self, config: Dict[str, Any], executor: Optional[Executor] = None, progress: bool = True) -> None:
+    def __init__(
+        self, config: Dict[str, Any], executor: Optional[Executor] = None, progress: bool = True, stream: Optional[TextIO] = None
+    ) -> None:
         self.config = config
+        self.stream = stream if stream is not None else sys.stdout
         self.directory = Path(config["run"]["directory"])
         self.progress = progress
         self._executor = executor
@@ -91,7 +95,8 @@ class LoopRunner:
     def _log(self, text: str) -> None:
         logger.info(text)
         if self.progress:
-            print(f"[advmd loop] {text}", flush=True)
+            self.stream.write(f"[advmd loop] {text}\n")
+            self.stream.flush()
 
     def _gen_dir(self, g: int) -> Path:
         path = self.directory / f"gen-{g:03d}"
@@ -462,6 +467,11 @@ class LoopRunner:
         return {"generations": summary, "directory": str(self.directory)}
 
 
-def run_loop(config: Dict[str, Any], executor: Optional[Executor] = None, progress: bool = True) -> Dict[str, Any]:
-    """Run or resume the loop of ``config`` (from :func:`~advmd.loop.config.load_loop_config`)."""
-    return LoopRunner(config, executor, progress).run()
+def run_loop(
+    config: Dict[str, Any], executor: Optional[Executor] = None, progress: bool = True, stream: Optional[TextIO] = None
+) -> Dict[str, Any]:
+    """Run or resume the loop of ``config`` (from :func:`~advmd.loop.config.load_loop_config`).
+
+    Progress lines go to ``stream`` (default stdout) unless ``progress`` is false.
+    """
+    return LoopRunner(config, executor, progress, stream).run()
