@@ -25,6 +25,7 @@ __all__ = [
     "Candidates",
     "ExplorationConfig",
     "add_candidates",
+    "candidate_rows",
     "explore_dataset",
     "generate_candidates",
     "molecule_graph",
@@ -225,10 +226,10 @@ def generate_candidates(
     )
 
 
-def add_candidates(
-    dataset, candidates: Candidates, indices: Sequence[int], generation: int, settings: Dict[str, Any]
-) -> List[int]:
-    """Add the chosen candidates as pending rows (one transaction) with provenance; returns their ids."""
+def candidate_rows(
+    candidates: Candidates, indices: Sequence[int], generation: int, settings: Dict[str, Any]
+) -> Tuple[List, List]:
+    """The chosen candidates as ``ase.Atoms`` and :class:`~advmd.data.Provenance` records, ready for ``Dataset.add``."""
     from ase import Atoms
 
     from advmd.data import Provenance
@@ -250,6 +251,14 @@ def add_candidates(
                 },
             )
         )
+    return structures, provenance
+
+
+def add_candidates(
+    dataset, candidates: Candidates, indices: Sequence[int], generation: int, settings: Dict[str, Any]
+) -> List[int]:
+    """Add the chosen candidates as pending rows (one transaction) with provenance; returns their ids."""
+    structures, provenance = candidate_rows(candidates, indices, generation, settings)
     return dataset.add(structures, provenance) if structures else []
 
 

@@ -6,7 +6,7 @@ import copy
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Union
 
 from advmd.config import merge_config
 
@@ -59,12 +59,6 @@ SOURCE_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "random": {"seeds": 16, "space": "cartesian", "amplitude": 0.2, "dihedrals": ["phi", "psi"]},
     "md": {"walkers": 2, "frames": 20, "interval": 50, "temperature": 300.0, "timestep_fs": 0.5},
     "biased-md": {"walkers": 2, "frames": 20, "interval": 50, "temperature": 300.0, "timestep_fs": 0.5, "bias_strength": 20.0},
-}
-
-SOURCE_NOTES = {
-    "kt": "eV; 0 = paper Eq. 10 (sigma_F^2 alone), > 0 = Eq. 13 at this kT",
-    "max_norm": "Angstrom; 0 = unbounded",
-    "bias_strength": "kJ/mol (UDD amplitude)",
 }
 
 
@@ -210,15 +204,3 @@ def validate_loop_config(config: Dict[str, Any]) -> None:
         raise ValueError(f"config: [labeler] name {config['labeler']['name']!r} needs a missing package: {error}") from None
     except (ValueError, TypeError) as error:
         raise ValueError(f"config: [labeler] {error}") from None
-
-
-def source_settings(source: Dict[str, Any]) -> Dict[str, Any]:
-    """The source table as stored in provenance (plain JSON)."""
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in source.items()}
-
-
-def default_config_text() -> Optional[str]:
-    from advmd.systems import resource_path
-
-    path = resource_path("loop.example.toml")
-    return path.read_text() if path.is_file() else None

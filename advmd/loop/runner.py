@@ -36,7 +36,6 @@ from typing import Any, Dict, List, Optional, TextIO
 import numpy as np
 
 from advmd._io import write_text_atomic
-from advmd.loop.config import source_settings
 from advmd.loop.executor import Executor, make_executor
 
 __all__ = ["run_loop", "LoopRunner"]
@@ -108,9 +107,6 @@ class LoopRunner:
         from advmd.data import Dataset
 
         return Dataset(self.directory / "data.db")
-
-    def _topology_file(self) -> Optional[str]:
-        return None  # alanine's PDB ships with advmd; other molecules take bonds from covalent radii
 
     # ------------------------------------------------------------------ stages
     def _check_config(self) -> None:
@@ -310,7 +306,7 @@ class LoopRunner:
                                 "bias_strength": source.get("bias_strength", 0.0) if source["kind"] == "biased-md" else 0.0,
                                 "seed": seed * 100 + 10 * k + w,
                                 "threads": threads,
-                                "topology": self._topology_file(),
+                                "topology": None,  # alanine: the shipped PDB; others: covalent radii
                             },
                         )
                     )
@@ -327,7 +323,7 @@ class LoopRunner:
                             "pool_energies": energies,
                             "seed": seed * 100 + k,
                             "threads": threads,
-                            "topology": self._topology_file(),
+                            "topology": None,  # alanine: the shipped PDB; others: covalent radii
                         },
                     )
                 )
@@ -375,7 +371,7 @@ class LoopRunner:
     def _select(self, g: int, model_path: Path, candidates: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Joint selection over all sources; the chosen structures become pending rows (one transaction)."""
         from advmd.attacks import SelectionConfig, select
-        from advmd.attacks.job import Candidates, add_candidates, seed_pool
+        from advmd.attacks.job import Candidates, candidate_rows, seed_pool
         from advmd.committee import read_metadata
 
         folder = self._gen_dir(g)
@@ -383,9 +379,7 @@ class LoopRunner:
         if path.is_file():
             return json.loads(path.read_text())
         dataset = self.dataset
-        written = [
-            r.id for r in dataset.rows(generation=g) if r.get("source") in EXPLORATION_SOURCES and r.get("source") != "initial"
-        ]
+        written = [r.id for r in dataset.rows(generation=g) if r.get("source") in EXPLORATION_SOURCES]
         _, numbers, pool, energies = seed_pool(dataset)
         threshold = read_metadata(model_path)["uncertainty_threshold"]["sigma_f2"]
         sel = self.config["selection"]
@@ -405,16 +399,15 @@ class LoopRunner:
         )
         chosen = select(merged["positions"], numbers, merged["sigma_f2"], merged["mean_energy"], config, reference=pool)
         if not written:  # a crash after the transaction but before selection.json: the rows are there already
+            structures, provenance = [], []
             for k, source in enumerate(self.config["sources"]):
                 indices = [int(i) for i in chosen.indices if origin[i] == k]
                 name = "md" if source["kind"] in ("md", "biased-md") else str(candidates[k]["source"])
-                part = Candidates(
-                    source=name,
-                    numbers=numbers,
-                    **{key: value for key, value in merged.items()},
-                )
-                settings = {"loop_source": source_settings(source), "threshold": threshold, "energy_max": energy_max}
-                written += add_candidates(dataset, part, indices, g, settings)
+                settings = {"loop_source": dict(source), "threshold": threshold, "energy_max": energy_max}
+                rows = candidate_rows(Candidates(source=name, numbers=numbers, **merged), indices, g, settings)
+                structures += rows[0]
+                provenance += rows[1]
+            written = dataset.add(structures, provenance) if structures else []  # one transaction for all sources
         per_source = {str(k): int(np.sum(origin[chosen.indices] == k)) for k in range(len(candidates))}
         record = {
             "generation": g,

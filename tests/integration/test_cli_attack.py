@@ -77,14 +77,12 @@ def test_random_baseline_and_dry_run(labelled_db, tmp_path):
     run("attack", "--model", MODEL, "--db", str(db), "--method", "random", "--n-seeds", "10", "--threshold", "0")
     rows = list(Dataset(db).rows(source="random"))
     assert rows and all(r.data["selection"]["method"] == "random" for r in rows)
-    # written structures are at least the dedup RMSD away from the dataset and from each other
-    from advmd.attacks import pairwise_rmsd, rmsd_to_set
+    # written structures are at least the dedup RMSD away from the labelled data
+    from advmd.attacks import rmsd_to_set
 
     new = np.array([r.positions for r in rows])
     old = np.array([r.positions for r in Dataset(db).rows(label_status="done")])
     assert np.all(rmsd_to_set(new, old, rows[0].numbers) >= 0.1)
-    if len(new) > 1:
-        assert np.all(pairwise_rmsd(new, rows[0].numbers)[np.triu_indices(len(new), 1)] > 0.0)
 
 
 def test_cartesian_attack_respects_max_norm(labelled_db, tmp_path):

@@ -113,13 +113,16 @@ def test_resume_after_kill_gives_the_same_dataset(tmp_path):
 
 
 def test_crash_between_row_commit_and_selection_record_does_not_duplicate(tmp_path):
+    # two sources: their rows go in together, in one transaction
+    sources = DOUBLE_WELL["sources"] + [{"kind": "random", "seeds": 10, "amplitude": 0.4}]
     reference = tmp_path / "reference"
-    run_loop(config_for(reference, run={"generations": 1}), progress=False)
+    run_loop(config_for(reference, run={"generations": 1}, sources=sources), progress=False)
+    assert {r.source for r in Dataset(reference / "data.db").rows()} == {"initial", "attack-cartesian", "random"}
     crashed = tmp_path / "crashed"
-    run_loop(config_for(crashed, run={"generations": 1}), progress=False)
+    run_loop(config_for(crashed, run={"generations": 1}, sources=sources), progress=False)
     (crashed / "gen-000" / "selection.json").unlink()  # as if killed right after the rows' transaction
     (crashed / "summary.json").unlink()
-    run_loop(config_for(crashed, run={"generations": 1}), progress=False)
+    run_loop(config_for(crashed, run={"generations": 1}, sources=sources), progress=False)
     assert dataset_rows(crashed) == dataset_rows(reference)
 
 
