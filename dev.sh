@@ -4,7 +4,7 @@
 #   ./dev.sh test    set up (once) and run the test suite (fast tests; slow ones with ./dev.sh test-all)
 #   ./dev.sh setup   only create/refresh the virtual environment in .venv
 #   ./dev.sh loop    set up and run the active-learning loop (advmd loop; alanine dipeptide defaults)
-#   ./dev.sh bench   set up and run the benchmark script (prints ratios)
+#   ./dev.sh bench   set up and run the performance suite (advmd bench: ratios, peak memory)
 # Setup is idempotent: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -38,6 +38,6 @@ case "$cmd" in
     test) setup; exec "$VENV/bin/python" -m pytest -q -m "not slow" "$@" ;;
     test-all) setup; exec "$VENV/bin/python" -m pytest -q "$@" ;;
     loop) setup; exec "$VENV/bin/advmd" loop "$@" ;;
-    bench) setup; exec "$VENV/bin/python" scripts/bench_foundation.py "$@" ;;
+    bench) setup; exec "$VENV/bin/advmd" bench "$@" ;;
     *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -28,6 +28,8 @@ loop
     dihedral attacks); rerun the same command to resume.
 stability
     The paper's MD stability test: many short runs in parallel, stable fraction, failure times.
+bench
+    The performance suite: times and ratios against the targets, peak memory.
 example-config
     Print a commented example config (train or md).
 """
@@ -371,6 +373,37 @@ def _loop(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, out: TextIO) -> int:
+    from advmd.bench import format_rows, rows_to_json, run_benchmarks
+
+    try:
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(
+            f"advmd bench: --sizes must be comma-separated atom counts such as 22,648,3000, got {args.sizes!r}"
+        ) from None
+    bad = [n for n in sizes if n != 22 and (n % 3 or n < 24)]
+    if bad or not sizes:
+        raise SystemExit(
+            f"advmd bench: --sizes takes 22 (alanine dipeptide) or multiples of 3 from 24 on (water boxes), got {bad or sizes}"
+        )
+    rows = run_benchmarks(
+        sizes=sizes,
+        repeats=args.repeats,
+        platform=args.platform,
+        attack_seeds=args.attack_seeds,
+        attack_steps=args.attack_steps,
+        memory=not args.no_memory,
+        progress=sys.stderr,
+    )
+    _write(out, format_rows(rows, args.platform))
+    if args.json:
+        from advmd._io import write_text_atomic
+
+        write_text_atomic(args.json, rows_to_json(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advmd", description="Committees of NN potentials in real MD.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
@@ -386,6 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=("torch", "python"), default="torch", help="TorchForce or PythonForce")
     demo.add_argument("--platform", default="CPU", help="OpenMM platform (Reference, CPU, CUDA, OpenCL)")
     demo.add_argument("--seed", type=int, default=0)
+
+    bench = verbs.add_parser("bench", help="performance suite: times, ratios against targets, peak memory")
+    bench.add_argument(
+        "--sizes", default="22,648,3000", help="atom counts: 22 (alanine dipeptide) and water boxes (default 22,648,3000)"
+    )
+    bench.add_argument("--repeats", type=int, default=5, help="repeats per measurement (medians are printed)")
+    bench.add_argument("--platform", default="CPU", help="OpenMM platform")
+    bench.add_argument("--attack-seeds", type=int, default=20)
+    bench.add_argument("--attack-steps", type=int, default=5)
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (one process each)")
+    bench.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
     info = verbs.add_parser("info", help="print an exported committee's metadata")
     info.add_argument("model", help="exported committee file")
@@ -485,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
+    from advmd.performance import tune_allocator
+
+    tune_allocator()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     handlers = {
         "demo": _demo,
@@ -498,6 +545,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
         "stability": _stability,
         "attack": _attack,
         "loop": _loop,
+        "bench": _bench,
     }
     return handlers[args.verb](args, out)
 

@@ -43,6 +43,13 @@ class CommitteePotential(nn.Module):
         ``n_members``, ``species`` and ``cutoff``.
     bias : nn.Module, optional
         A bias with the interface of :mod:`advmd.committee.bias`; default none.
+    pass_atoms : int, optional
+        Large systems: members are evaluated a few at a time, at most
+        ``max(1, pass_atoms // N)`` per pass, so the autograd graph held at once
+        stays small (peak memory of a sigma_F-bias step falls about M-fold).
+        Used in MD (``create_graph=False``) by committees that expose
+        ``member_energies`` (e.g. :class:`~advmd.committee.schnet.SchNetCommittee`).
+        ``0`` always evaluates all members in one pass.
 
     Examples
     --------
@@ -60,9 +67,13 @@ class CommitteePotential(nn.Module):
     bias_uses_force_uncertainty: bool
     bias_linear_in_strength: bool
     bias_nonnegative_strength: bool
+    pass_atoms: int
 
-    def __init__(self, committee: nn.Module, bias: Optional[nn.Module] = None) -> None:
+    def __init__(self, committee: nn.Module, bias: Optional[nn.Module] = None, pass_atoms: int = 1024) -> None:
         super().__init__()
+        if int(pass_atoms) != pass_atoms or pass_atoms < 0:
+            raise ValueError(f"pass_atoms must be an integer >= 0 (0: all members in one pass), got {pass_atoms!r}")
+        self.pass_atoms = int(pass_atoms)
         n_members = int(getattr(committee, "n_members"))
         if n_members < 2:
             raise ValueError(f"a committee potential needs at least 2 members for Eq. 5/7 statistics, got {n_members}")
@@ -130,14 +141,18 @@ class CommitteePotential(nn.Module):
                 raise ValueError("the model cutoff exceeds half the smallest periodic box width; use a larger box")
 
         m = self.n_members
+        n_atoms = positions.shape[0]
+        bias_active = self.bias_uses_energy_uncertainty or self.bias_uses_force_uncertainty
+        if self.bias_linear_in_strength and bool(strength == 0):
+            bias_active = False
+        if hasattr(self.committee, "member_energies"):
+            if not create_graph and self.pass_atoms > 0 and n_atoms * m > self.pass_atoms:
+                return self._evaluate_in_passes(positions, atomic_numbers, cell, strength, bias_active)
+
         if not positions.requires_grad:
             positions = positions.detach().requires_grad_(True)
         member_positions = positions.unsqueeze(0).repeat(m, 1, 1)
         member_energies = self.committee(member_positions, atomic_numbers, cell)
-
-        bias_active = self.bias_uses_energy_uncertainty or self.bias_uses_force_uncertainty
-        if self.bias_linear_in_strength and bool(strength == 0):
-            bias_active = False
         second_order = create_graph or (bias_active and self.bias_uses_force_uncertainty)
         gradients = torch.autograd.grad(
             [member_energies.sum()], [member_positions], create_graph=second_order, retain_graph=second_order
@@ -150,7 +165,6 @@ class CommitteePotential(nn.Module):
         sigma_e2 = energy_variance(member_energies)
         sigma_f2 = force_variance(member_forces)
         max_dev, max_atom = max_force_deviation(member_forces.detach())
-        n_atoms = positions.shape[0]
 
         if create_graph:
             bias_energy = self.bias(sigma_e2, sigma_f2, n_atoms, strength)
@@ -200,5 +214,89 @@ class CommitteePotential(nn.Module):
             "sigma_e2": sigma_e2,
             "sigma_f2": sigma_f2,
             "max_force_deviation": max_dev,
+            "max_deviation_atom": max_atom,
+        }
+
+    def _member_passes(self, n_atoms: int) -> List[int]:
+        """First member of each pass (members per pass: ``max(1, pass_atoms // n_atoms)``)."""
+        per_pass = max(1, self.pass_atoms // n_atoms)
+        return list(range(0, self.n_members, per_pass))
+
+    def _evaluate_in_passes(
+        self, positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], strength: Tensor, bias_active: bool
+    ) -> Dict[str, Tensor]:
+        """The MD evaluation (no graph kept) for large systems, a few members per pass.
+
+        Energies and forces: one forward and backward pass per group of members.
+        The sigma_F^2 gradient (for a bias in sigma_F) is exact and decomposes over
+        members: ``d sigma_F^2/dR = 2/((M-1) 3N) sum_m J_m^T (F_m - F_mean)`` with
+        ``J_m = dF_m/dR`` (the sum of the deviations is zero, so ``F_mean`` does not
+        vary). A second pass per group computes these Hessian-vector products by a
+        double backward with the deviations held fixed.
+        """
+        m = self.n_members
+        n_atoms = positions.shape[0]
+        starts = self._member_passes(n_atoms)
+        per_pass = max(1, self.pass_atoms // n_atoms)
+        base = positions.detach()
+        energy_parts: List[Tensor] = []
+        force_parts: List[Tensor] = []
+        for first in starts:
+            k = min(per_pass, m - first)
+            member_positions = base.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
+            energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
+            gradient = torch.autograd.grad([energies.sum()], [member_positions])[0]
+            assert gradient is not None
+            energy_parts.append(energies)
+            force_parts.append(gradient)
+        member_energies = torch.cat(energy_parts).detach()
+        member_forces = -torch.cat(force_parts).detach()
+        mean_energy = member_energies.mean()
+        mean_forces = member_forces.mean(0)
+        sigma_e2 = energy_variance(member_energies)
+        sigma_f2 = force_variance(member_forces)
+        max_dev, max_atom = max_force_deviation(member_forces)
+        forces = mean_forces
+        bias_energy = torch.zeros_like(mean_energy)
+        if bias_active:
+            s_e2 = sigma_e2.clone().requires_grad_(True)
+            s_f2 = sigma_f2.clone().requires_grad_(True)
+            bias_energy = self.bias(s_e2, s_f2, n_atoms, strength.detach())
+            if bias_energy.requires_grad:
+                slopes = torch.autograd.grad([bias_energy], [s_e2, s_f2], allow_unused=True)
+                slope_e = slopes[0]
+                slope_f = slopes[1]
+                if slope_e is not None:
+                    deviation = member_energies - mean_energy
+                    weighted = (deviation.view(m, 1, 1) * member_forces).sum(0)
+                    forces = forces + slope_e * (2.0 / (m - 1)) * weighted
+                if slope_f is not None and self.bias_uses_force_uncertainty:
+                    deviations = member_forces - mean_forces
+                    sigma_f2_gradient = torch.zeros_like(mean_forces)
+                    for first in starts:
+                        k = min(per_pass, m - first)
+                        member_positions = base.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
+                        energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
+                        gradient = torch.autograd.grad([energies.sum()], [member_positions], create_graph=True)[0]
+                        assert gradient is not None
+                        # F_m = -gradient; d/dR of sum_m (F_m . v_m) with v_m fixed is sum_m J_m^T v_m.
+                        projection = -(gradient * deviations[first : first + k]).sum()
+                        hvp = torch.autograd.grad([projection], [member_positions])[0]
+                        assert hvp is not None
+                        sigma_f2_gradient = sigma_f2_gradient + hvp.sum(0)
+                    sigma_f2_gradient = sigma_f2_gradient * (2.0 / ((m - 1) * n_atoms * 3))
+                    forces = forces - slope_f * sigma_f2_gradient
+        bias_energy = bias_energy.detach()
+        return {
+            "energy": mean_energy.detach() + bias_energy,
+            "forces": forces.detach(),
+            "mean_energy": mean_energy.detach(),
+            "mean_forces": mean_forces.detach(),
+            "member_energies": member_energies,
+            "member_forces": member_forces,
+            "bias_energy": bias_energy,
+            "sigma_e2": sigma_e2.detach(),
+            "sigma_f2": sigma_f2.detach(),
+            "max_force_deviation": max_dev.detach(),
             "max_deviation_atom": max_atom,
         }

@@ -183,6 +183,30 @@ class SchNetCommittee(nn.Module):
         ``structure_index`` (N,) lets one call evaluate a batch of structures
         concatenated along the atom axis (training); ``None`` for one structure.
         """
+        return self._atomic_energies(member_positions, atomic_numbers, cell, structure_index, 0)
+
+    @torch.jit.export
+    def member_energies(self, member_positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], first: int) -> Tensor:
+        """Energies of members ``first .. first + k - 1`` for ``k = member_positions.shape[0]``, shape (k,), unit eV.
+
+        Lets a caller evaluate the committee a few members at a time (large systems,
+        where one pass over all members no longer fits in cache).
+        """
+        k = member_positions.shape[0]
+        if first < 0 or first + k > self.n_members:
+            raise ValueError("members first .. first + k - 1 must lie within the committee")
+        return self._atomic_energies(member_positions, atomic_numbers, cell, None, first).sum(-1)
+
+    def _atomic_energies(
+        self,
+        member_positions: Tensor,
+        atomic_numbers: Tensor,
+        cell: Optional[Tensor],
+        structure_index: Optional[Tensor],
+        first: int,
+    ) -> Tensor:
+        """Per-atom energies of members ``first .. first + k - 1``, shape (k, N), unit eV."""
+        stop = first + member_positions.shape[0]
         species = self.species_index[atomic_numbers]
         # Half pair list: filters depend on |r_ij| only, so each is computed once and
         # carries messages both ways (j -> i and i -> j).
@@ -193,18 +217,18 @@ class SchNetCommittee(nn.Module):
         rbf = torch.exp(-self.rbf_gamma * (distances.unsqueeze(-1) - self.rbf_centers) ** 2)
         envelope = smooth_cutoff(distances, self.cutoff).unsqueeze(-1)
 
-        x = self.embedding.index_select(1, species)
+        x = self.embedding[first:stop].index_select(1, species)
         for t in range(self.n_interactions):
-            hidden = shifted_softplus(_dense(rbf, self.filter_w1[t], self.filter_b1[t]))
-            filters = _dense(hidden, self.filter_w2[t], self.filter_b2[t]) * envelope
-            y = _dense(x, self.in2f_w[t], None)
+            hidden = shifted_softplus(_dense(rbf, self.filter_w1[t, first:stop], self.filter_b1[t, first:stop]))
+            filters = _dense(hidden, self.filter_w2[t, first:stop], self.filter_b2[t, first:stop]) * envelope
+            y = _dense(x, self.in2f_w[t, first:stop], None)
             aggregated = torch.zeros_like(y).index_add_(1, i, y.index_select(1, j) * filters)
             aggregated = aggregated.index_add_(1, j, y.index_select(1, i) * filters)
-            update = shifted_softplus(_dense(aggregated, self.f2out_w1[t], self.f2out_b1[t]))
-            x = x + _dense(update, self.f2out_w2[t], self.f2out_b2[t])
+            update = shifted_softplus(_dense(aggregated, self.f2out_w1[t, first:stop], self.f2out_b1[t, first:stop]))
+            x = x + _dense(update, self.f2out_w2[t, first:stop], self.f2out_b2[t, first:stop])
 
-        hidden = shifted_softplus(_dense(x, self.out_w1, self.out_b1))
-        atomic = _dense(hidden, self.out_w2, self.out_b2).squeeze(-1)
+        hidden = shifted_softplus(_dense(x, self.out_w1[first:stop], self.out_b1[first:stop]))
+        atomic = _dense(hidden, self.out_w2[first:stop], self.out_b2[first:stop]).squeeze(-1)
         return atomic * self.energy_scale + self.atomic_energy_shift[species]
 
     @torch.jit.unused

@@ -60,6 +60,7 @@ from advmd import units
 from advmd.committee.export import load_committee
 from advmd.committee.neighbors import check_cell
 from advmd.errors import TopologyMismatchError
+from advmd.performance import tune_allocator
 
 __all__ = [
     "use_simple_executor",
@@ -359,6 +360,12 @@ def create_committee_force(
     openmm.Force
         A ``TorchForce`` or ``PythonForce`` named ``<prefix>committee``.
 
+    Notes
+    -----
+    Calls :func:`advmd.performance.tune_allocator` (glibc keeps large freed
+    blocks; 2-4x faster force calls from a few hundred atoms on). Set
+    ``ADVMD_TUNE_ALLOCATOR=0`` to opt out.
+
     Examples
     --------
     >>> from openmm import app
@@ -369,6 +376,7 @@ def create_committee_force(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(parameter_prefix, str) or not parameter_prefix.replace("_", "").isalnum():
         raise ValueError(f"parameter_prefix must be letters, digits and underscores, got {parameter_prefix!r}")
+    tune_allocator()
     potential, info = _resolve_model(model)
     n_particles = topology.getNumAtoms()
     if atoms is None:

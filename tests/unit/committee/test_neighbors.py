@@ -30,11 +30,12 @@ def brute_force_pairs(positions, cutoff, cell):
     [None, np.diag([9.0, 10.0, 11.0]), np.array([[9.0, 0.0, 0.0], [3.0, 9.5, 0.0], [-2.5, 4.0, 10.0]])],
     ids=["open", "orthorhombic", "triclinic"],
 )
-def test_pairs_match_brute_force(rng, cell):
+@pytest.mark.parametrize("method", ["all", "cells"])
+def test_pairs_match_brute_force(rng, cell, method):
     positions = rng.uniform(0.0, 10.0, size=(60, 3))
     cutoff = 3.5
     cell_t = None if cell is None else torch.tensor(cell)
-    i, j, shifts = neighbor_pairs(torch.tensor(positions), cutoff, cell_t, block_size=16)
+    i, j, shifts = neighbor_pairs(torch.tensor(positions), cutoff, cell_t, block_size=16, method=method)
     found = {}
     for a, b, s in zip(i.tolist(), j.tolist(), shifts.numpy()):
         found[(a, b)] = positions[b] - positions[a] + s
@@ -42,7 +43,7 @@ def test_pairs_match_brute_force(rng, cell):
     assert set(found) == set(expected)
     for key, vector in expected.items():
         np.testing.assert_allclose(found[key], vector, atol=1e-10)
-    hi, hj, hshifts = neighbor_pairs(torch.tensor(positions), cutoff, cell_t, block_size=16, half=True)
+    hi, hj, hshifts = neighbor_pairs(torch.tensor(positions), cutoff, cell_t, block_size=16, half=True, method=method)
     assert bool((hj > hi).all())
     half = {(a, b): positions[b] - positions[a] + s for a, b, s in zip(hi.tolist(), hj.tolist(), hshifts.numpy())}
     assert set(half) == {key for key in expected if key[0] < key[1]}
@@ -50,12 +51,36 @@ def test_pairs_match_brute_force(rng, cell):
         np.testing.assert_allclose(vector, expected[key], atol=1e-10)
 
 
-def test_structures_in_one_batch_are_never_paired(rng):
+@pytest.mark.parametrize("method", ["all", "cells"])
+def test_structures_in_one_batch_are_never_paired(rng, method):
     positions = torch.tensor(rng.uniform(0.0, 4.0, size=(20, 3)))
     structure_index = torch.tensor([0] * 8 + [1] * 12)
-    i, j, _ = neighbor_pairs(positions, 10.0, None, structure_index=structure_index)
+    i, j, _ = neighbor_pairs(positions, 10.0, None, structure_index=structure_index, method=method)
     assert bool((structure_index[i] == structure_index[j]).all())
     assert len(i) == 8 * 7 + 12 * 11
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        None,
+        np.diag([7.5, 16.0, 31.0]),  # 2, 4 and 8 bins: a periodic axis of 2 bins must not repeat a neighbour
+        np.diag([7.2, 7.3, 7.4]),  # one bin per axis
+        np.array([[20.0, 0.0, 0.0], [7.0, 18.0, 0.0], [-6.0, 5.0, 22.0]]),
+    ],
+    ids=["open", "two-bins", "one-bin", "triclinic"],
+)
+@pytest.mark.parametrize("half", [False, True])
+def test_cell_list_equals_all_pairs(rng, cell, half):
+    """Same pairs, in the same order, with the same shifts; atoms outside the box included."""
+    cell_t = None if cell is None else torch.tensor(cell)
+    extent = 25.0 if cell is None else float(np.max(np.diag(cell)))
+    positions = torch.tensor(rng.uniform(-0.3 * extent, 1.3 * extent, size=(700, 3)))
+    reference = neighbor_pairs(positions, 3.6, cell_t, half=half, method="all")
+    fast = neighbor_pairs(positions, 3.6, cell_t, half=half, method="cells")
+    assert len(reference[0]) > 100
+    for a, b in zip(reference, fast):
+        assert torch.equal(a, b)
 
 
 def test_large_box_pair_search_is_memory_bounded():
