@@ -28,6 +28,9 @@ loop
     dihedral attacks); rerun the same command to resume.
 stability
     The paper's MD stability test: many short runs in parallel, stable fraction, failure times.
+diagnose adversarial | conservative
+    Model diagnostics: adversarial directions of a model against reference labels (seed 000);
+    Jacobian asymmetry and NVE drift (seed 004).
 bench
     The performance suite: times and ratios against the targets, peak memory.
 example-config
@@ -205,19 +208,27 @@ def _train(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _stability(args: argparse.Namespace, out: TextIO) -> int:
+def _molecule(pdb_path: Optional[str]):
+    """Topology and positions (Angstrom, ndarray) from a PDB file, or the shipped alanine dipeptide."""
     import numpy as np
+    from openmm import app, unit
 
-    from advmd.md.stability_test import stability_test
-    from advmd.systems import alanine_dipeptide, resource_path
+    from advmd.systems import alanine_dipeptide
 
-    if args.pdb:
-        from openmm import app
-
-        pdb = app.PDBFile(args.pdb)
+    if pdb_path:
+        pdb = app.PDBFile(pdb_path)
         topology, positions = pdb.topology, pdb.positions
     else:
         topology, positions = alanine_dipeptide()
+    return topology, np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0
+
+
+def _stability(args: argparse.Namespace, out: TextIO) -> int:
+
+    from advmd.md.stability_test import stability_test
+    from advmd.systems import resource_path
+
+    topology, positions = _molecule(args.pdb)
     numbers = [a.element.atomic_number for a in topology.atoms()]
     bonds = [(b[0].index, b[1].index) for b in topology.bonds()]
     criteria = {"bond_tolerance": args.bond_tolerance, "min_distance": args.min_distance}
@@ -228,7 +239,7 @@ def _stability(args: argparse.Namespace, out: TextIO) -> int:
     result = stability_test(
         args.model or str(resource_path("alanine-dipeptide-committee.pt")),
         numbers,
-        np.asarray(positions.value_in_unit(positions.unit)) * 10.0,
+        positions,
         bonds,
         n_runs=args.runs,
         duration_ps=args.ps,
@@ -404,6 +415,89 @@ def _bench(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
+    import numpy as np
+
+    from advmd.systems import resource_path
+
+    model = args.model or str(resource_path("alanine-dipeptide-committee.pt"))
+    if args.action == "adversarial":
+        from advmd.diagnostics import diagnose_adversarial
+
+        summary = diagnose_adversarial(
+            args.db,
+            model,
+            args.out,
+            reference=args.reference,
+            max_structures=args.max_structures or None,
+            relax_structures=args.relax_structures,
+            relax_steps=args.relax_steps,
+            step_size=args.step_size,
+            max_displacement=args.max_step,
+            align=args.align,
+            seed=args.seed,
+        )
+        adv = summary["adversarial"]
+        _write(
+            out,
+            f"{summary['approximate']} approximating {summary['reference']}: {adv['structures']} structures, "
+            f"energy RMSE {adv['energy_rmse_ev']:.4g} eV (offset {adv['energy_offset_ev']:.4g} eV removed), "
+            f"force RMSE {adv['force_rmse_ev_per_angstrom']:.4g} eV/A",
+        )
+        if "cosine_median" in adv:
+            _write(
+                out,
+                f"cos(A, F_app): median {adv['cosine_median']:.3f} (IQR {adv['cosine_q25']:.3f} to {adv['cosine_q75']:.3f}), "
+                f"{adv['fraction_cosine_above_half']:.0%} above 0.5, {adv['undefined_cosine']} undefined (A or F_app zero)",
+            )
+        if "relaxation" in summary:
+            errors = summary["relaxation"]["median_abs_energy_error_ev"]
+            _write(
+                out,
+                f"relaxation with the approximate model: median |energy error| {errors[0]:.4g} -> {errors[-1]:.4g} eV "
+                f"after {len(errors) - 1} steps",
+            )
+    else:
+        from ase import Atoms
+
+        from advmd.diagnostics import diagnose_conservative
+
+        topology, positions = _molecule(args.pdb)
+        numbers = [a.element.atomic_number for a in topology.atoms()]
+        structures = [Atoms(numbers=numbers, positions=positions)]
+        if args.db:
+            from advmd.data import Dataset
+
+            rows = [r for r in Dataset(args.db, create=False).rows(label_status="done") if list(r.numbers) == numbers]
+            picked = np.random.default_rng(args.seed).permutation(len(rows))[: max(args.structures - 1, 0)]
+            structures += [rows[int(k)].toatoms() for k in sorted(picked)]
+        summary = diagnose_conservative(
+            model,
+            structures,
+            args.out,
+            topology=topology,
+            nve_ps=args.nve_ps,
+            timestep_fs=args.timestep,
+            temperature_k=args.temperature,
+            platform=args.platform,
+            seed=args.seed,
+        )
+        _write(out, f"Jacobian asymmetry lambda over {summary['structures']} structures: max {summary['lambda_max']:.3g}")
+        if "nve" in summary:
+            nve = summary["nve"]
+            _write(
+                out,
+                f"NVE {nve['duration_ps']:.3g} ps at {nve['timestep_fs']} fs: "
+                f"drift {nve['drift_kj_per_mol_per_ps']:.4g} kJ/mol/ps "
+                f"({nve['drift_per_dof_kt_per_ps']:.3g} kT per degree of freedom per ps), "
+                f"max |dE| {nve['max_deviation_kj_per_mol']:.4g} kJ/mol, "
+                f"T {nve['temperature_start_k']:.0f} -> {nve['temperature_end_k']:.0f} K"
+                + (" (DIVERGED)" if nve["diverged"] else ""),
+            )
+    _write(out, f"wrote {args.out}/{args.action}.json, .npz and .png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advmd", description="Committees of NN potentials in real MD.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
@@ -522,6 +616,34 @@ def build_parser() -> argparse.ArgumentParser:
     stab.add_argument("--seed", type=int, default=0)
     stab.add_argument("--json", default=None, help="write the full result here")
 
+    diag = verbs.add_parser("diagnose", help="model diagnostics: adversarial directions, non-conservative forces")
+    diag_verbs = diag.add_subparsers(dest="action", required=True)
+    adv = diag_verbs.add_parser("adversarial", help="cos(A, F_app) against a labelled dataset; error growth in relaxation")
+    adv.add_argument("--db", required=True, help="dataset labelled by the reference method")
+    adv.add_argument(
+        "--model", default=None, help="approximate model: committee file or labeler name (default: the shipped committee)"
+    )
+    adv.add_argument("--reference", default=None, help="reference labeler for relaxed structures (default: the rows' labeler)")
+    adv.add_argument("--max-structures", type=int, default=200, help="seeded subset of labelled rows (0 = all)")
+    adv.add_argument("--relax-structures", type=int, default=20, help="structures relaxed with the model (0 = skip)")
+    adv.add_argument("--relax-steps", type=int, default=10, help="steepest-descent steps")
+    adv.add_argument("--step-size", type=float, default=0.01, help="descent rate in Angstrom^2/eV")
+    adv.add_argument("--max-step", type=float, default=0.05, help="largest atomic move per step (Angstrom)")
+    adv.add_argument("--align", choices=("mean", "none"), default="mean", help="remove the mean energy difference first")
+    adv.add_argument("--seed", type=int, default=0)
+    adv.add_argument("--out", default="diagnostics", help="output folder")
+    con = diag_verbs.add_parser("conservative", help="Jacobian asymmetry lambda and NVE drift of a committee in OpenMM")
+    con.add_argument("--model", default=None, help="exported committee (default: the shipped alanine dipeptide one)")
+    con.add_argument("--pdb", default=None, help="topology and first structure (default: alanine dipeptide)")
+    con.add_argument("--db", default=None, help="also measure lambda on labelled rows of this dataset (same molecule)")
+    con.add_argument("--structures", type=int, default=5, help="structures for lambda (with --db)")
+    con.add_argument("--nve-ps", type=float, default=1.0, help="NVE run length in ps (0 = skip)")
+    con.add_argument("--timestep", type=float, default=0.5, help="fs")
+    con.add_argument("--temperature", type=float, default=300.0, help="initial velocities, K")
+    con.add_argument("--platform", default=None, help="OpenMM platform (default: fastest available)")
+    con.add_argument("--seed", type=int, default=1)
+    con.add_argument("--out", default="diagnostics", help="output folder")
+
     example = verbs.add_parser("example-config", help="print a commented example config")
     example.add_argument("kind", nargs="?", choices=("train", "md", "loop"), default="train")
     return parser
@@ -546,6 +668,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
         "attack": _attack,
         "loop": _loop,
         "bench": _bench,
+        "diagnose": _diagnose,
     }
     return handlers[args.verb](args, out)
 

@@ -62,3 +62,26 @@ BIAS_CASES = [("none", {}, 0.0), ("udd", {"width": 1.0}, 0.3), ("hal", {}, 0.2)]
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def run_cli(*argv):
+    """Run ``advmd`` in-process; returns what it printed (asserts exit status 0)."""
+    import io
+
+    from advmd.cli import main
+
+    out = io.StringIO()
+    assert main(list(argv), out=out) == 0
+    return out.getvalue()
+
+
+def labelled_alanine_db(path, n_frames, seed):
+    """A dataset of alanine dipeptide MD frames labelled by amber14 (a few seconds)."""
+    from advmd.data import Dataset, Provenance
+    from advmd.data.initial import alanine_md_structures
+    from advmd.labelers import make_labeler
+
+    dataset = Dataset(path)
+    dataset.add(alanine_md_structures(n_frames=n_frames, interval_ps=0.2, seed=seed), Provenance(source="initial"))
+    dataset.label_pending(make_labeler("amber14"), progress=False)
+    return path

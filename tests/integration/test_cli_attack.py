@@ -11,27 +11,18 @@ from advmd.attacks import dihedral_angles, peptide_dihedrals
 from advmd.attacks.job import parse_dihedrals
 from advmd.cli import main
 from advmd.committee import read_metadata
-from advmd.data import Dataset, Provenance
-from advmd.data.initial import alanine_md_structures
-from advmd.labelers import make_labeler
+from advmd.data import Dataset
 from advmd.systems import alanine_dipeptide, resource_path
+from tests.conftest import labelled_alanine_db, run_cli
 
 MODEL = str(resource_path("alanine-dipeptide-committee.pt"))
 
-
-def run(*argv):
-    out = io.StringIO()
-    assert main(list(argv), out=out) == 0
-    return out.getvalue()
+run = run_cli
 
 
 @pytest.fixture(scope="module")
 def labelled_db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("attack") / "ala.db"
-    dataset = Dataset(path)
-    dataset.add(alanine_md_structures(n_frames=6, interval_ps=0.2, seed=1), Provenance(source="initial"))
-    dataset.label_pending(make_labeler("amber14"), progress=False)
-    return path
+    return labelled_alanine_db(tmp_path_factory.mktemp("attack") / "ala.db", n_frames=6, seed=1)
 
 
 def copy_db(src, tmp_path):

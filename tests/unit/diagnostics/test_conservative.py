@@ -1,0 +1,124 @@
+"""Conservative-force diagnostics (seed 004): Jacobian asymmetry and NVE drift, with known answers."""
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from ase import Atoms
+from openmm import unit
+
+from advmd.diagnostics import committee_force_function, force_jacobian, jacobian_asymmetry, labeler_asymmetry, nve_drift
+from tests.conftest import small_potential
+
+RNG = np.random.default_rng(0)
+POSITIONS = RNG.normal(size=(5, 3))
+
+
+def spring_and_swirl(k, omega):
+    """F = -k R + omega z x R per atom: conservative for omega = 0, purely rotational for k = 0."""
+
+    def forces(positions):
+        swirl = torch.stack([-positions[:, 1], positions[:, 0], torch.zeros_like(positions[:, 0])], dim=1)
+        return -k * positions + omega * swirl
+
+    return forces
+
+
+@pytest.mark.parametrize("method", ["autograd", "finite-difference"])
+def test_lambda_is_zero_for_a_harmonic_model_and_one_for_a_rotational_field(method):
+    def wrap(function):
+        if method == "autograd":
+            return function
+        return lambda p: function(torch.as_tensor(p)).numpy()
+
+    harmonic = force_jacobian(wrap(spring_and_swirl(2.0, 0.0)), POSITIONS, method)
+    rotational = force_jacobian(wrap(spring_and_swirl(0.0, 1.5)), POSITIONS, method)
+    np.testing.assert_allclose(harmonic, -2.0 * np.eye(15), atol=1e-8)
+    assert jacobian_asymmetry(harmonic) == pytest.approx(0.0, abs=1e-10)
+    assert jacobian_asymmetry(rotational) == pytest.approx(1.0, abs=1e-10)
+
+
+def test_lambda_of_a_mixed_field_matches_the_closed_form():
+    k, omega = 2.0, 0.7
+    jac = force_jacobian(spring_and_swirl(k, omega), POSITIONS)
+    # per atom J = -k I3 + omega [[0,-1,0],[1,0,0],[0,0,0]]: ||J_anti||^2 = 2 omega^2, ||J||^2 = 3 k^2 + 2 omega^2
+    assert jacobian_asymmetry(jac) == pytest.approx(np.sqrt(2 * omega**2 / (3 * k**2 + 2 * omega**2)), rel=1e-12)
+
+
+def test_zero_jacobian_is_conservative_and_bad_jacobians_are_refused():
+    assert jacobian_asymmetry(np.zeros((6, 6))) == 0.0
+    with pytest.raises(ValueError, match="square"):
+        jacobian_asymmetry(np.zeros((6, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        jacobian_asymmetry(np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="method must be"):
+        force_jacobian(spring_and_swirl(1, 0), POSITIONS, method="complex-step")
+    with pytest.raises(TypeError, match="finite-difference"):
+        force_jacobian(lambda p: p.detach().numpy(), POSITIONS, method="autograd")
+
+
+@pytest.mark.parametrize("form,params,strength", [("none", {}, 0.0), ("udd", {"width": 1.0}, 0.3), ("hal", {}, 0.2)])
+def test_the_committee_with_its_bias_is_conservative(alanine, form, params, strength):
+    positions, numbers = alanine
+    potential = small_potential(form, **params)
+    function = committee_force_function(potential, numbers.numpy(), bias_strength=strength)
+    jac = force_jacobian(function, positions.numpy())
+    assert jacobian_asymmetry(jac) < 1e-10
+    # the autograd Jacobian equals central differences of the forces (same model, independent route)
+    numeric = force_jacobian(
+        lambda p: function(torch.as_tensor(p)).detach().numpy(), positions.numpy()[:], "finite-difference", 1e-4
+    )
+    np.testing.assert_allclose(jac, numeric, atol=2e-4 * np.abs(jac).max())
+
+
+def test_a_force_field_labeler_is_conservative_by_finite_differences(alanine_pdb):
+    from advmd.labelers import make_labeler
+
+    atoms = Atoms(
+        numbers=[a.element.atomic_number for a in alanine_pdb.topology.atoms()],
+        positions=alanine_pdb.getPositions(asNumpy=True)._value * 10.0,
+    )
+    (value,) = labeler_asymmetry(make_labeler("amber14"), [atoms], step=1e-3)
+    assert value < 1e-5
+
+
+def _particles(n, mass=12.0):
+    system = openmm.System()
+    for _ in range(n):
+        system.addParticle(mass)
+    return system
+
+
+def test_nve_conserves_energy_for_a_harmonic_system_and_heats_up_under_a_rotational_force():
+    n = 8
+    start = RNG.normal(scale=0.1, size=(n, 3))
+    harmonic = _particles(n)
+    spring = openmm.CustomExternalForce("0.5*k*(x^2+y^2+z^2)")
+    spring.addGlobalParameter("k", 1000.0)
+    for i in range(n):
+        spring.addParticle(i, [])
+    harmonic.addForce(spring)
+    calm = nve_drift(harmonic, start, timestep_fs=1.0, duration_ps=2.0, platform="Reference", seed=3)
+
+    def swirl(state):
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        forces = -1000.0 * pos + 800.0 * np.stack([-pos[:, 1], pos[:, 0], np.zeros(len(pos))], axis=1)
+        return 0.5 * 1000.0 * float((pos**2).sum()), forces
+
+    rotational = _particles(n)
+    rotational.addForce(openmm.PythonForce(swirl))
+    hot = nve_drift(rotational, start, timestep_fs=1.0, duration_ps=2.0, platform="Reference", seed=3)
+
+    assert calm.degrees_of_freedom == 3 * n and not calm.diverged
+    assert abs(calm.drift_kj_per_mol_per_ps) < 1e-3 and calm.max_deviation_kj_per_mol < 0.05
+    np.testing.assert_allclose(hot.temperature_k[0], calm.temperature_k[0], rtol=1e-12)
+    # the swirl does work on the particles: their total "energy" rises far past the harmonic run's noise
+    assert hot.drift_kj_per_mol_per_ps > 100 * max(abs(calm.drift_kj_per_mol_per_ps), 1e-3)
+    assert hot.temperature_k[-1] > 3 * hot.temperature_k[0]
+
+
+def test_nve_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="timestep_fs must be > 0"):
+        nve_drift(_particles(1), np.zeros((1, 3)), timestep_fs=0.0)
+    with pytest.raises(ValueError, match="report_every"):
+        nve_drift(_particles(1), np.zeros((1, 3)), report_every=0)
