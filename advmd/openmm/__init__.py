@@ -1,4 +1,4 @@
-"""OpenMM integration: committee forces (TorchForce or PythonForce) and uncertainty readout."""
+"""OpenMM integration: committee forces (TorchForce or PythonForce), uncertainty readout, bias schedules."""
 
 from advmd.openmm.forces import (
     BACKENDS,
@@ -10,9 +10,14 @@ from advmd.openmm.forces import (
     read_uncertainty,
     use_simple_executor,
 )
+from advmd.openmm.schedules import AdaptiveBiasStrength, BiasSchedule, StepSchedule, UncertaintyRamp
 
 __all__ = [
+    "AdaptiveBiasStrength",
     "BACKENDS",
+    "BiasSchedule",
+    "StepSchedule",
+    "UncertaintyRamp",
     "Uncertainty",
     "add_committee_force",
     "create_committee_force",
