@@ -136,7 +136,7 @@ class CommitteePotential(nn.Module):
         if cell is not None:
             if bool(cell[0, 1] != 0) or bool(cell[0, 2] != 0) or bool(cell[1, 2] != 0):
                 raise ValueError("cell must be in OpenMM reduced form (lower triangular: a=(ax,0,0), b=(bx,by,0))")
-            half_width = 0.5 * float(cell.diagonal().min())
+            half_width = 0.5 * float(cell.detach().diagonal().min())
             if self.cutoff > half_width:
                 raise ValueError("the model cutoff exceeds half the smallest periodic box width; use a larger box")
 

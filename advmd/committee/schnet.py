@@ -211,6 +211,11 @@ class SchNetCommittee(nn.Module):
         # Half pair list: filters depend on |r_ij| only, so each is computed once and
         # carries messages both ways (j -> i and i -> j).
         i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 512, structure_index, True)
+        if cell is not None:
+            # Periodic images as integer multiples of the box vectors, so that the energy follows a
+            # deformation of the cell (its strain derivative is the virial); same values as ``shifts``.
+            images = torch.round(torch.linalg.solve(cell.detach().T, shifts.T).T)
+            shifts = images @ cell
         # index_select, not advanced indexing: its backward is index_add (fast), not a serial index_put.
         vectors = member_positions.index_select(1, j) - member_positions.index_select(1, i) + shifts
         distances = torch.sqrt((vectors * vectors).sum(-1))

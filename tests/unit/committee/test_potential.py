@@ -320,3 +320,30 @@ def test_bad_inputs_raise_named_errors(alanine):
         potential(positions, numbers, upper, torch.tensor(0.1, dtype=torch.float64))
     with pytest.raises(ValueError, match="bias was built for N_M=5 members but the committee has 4"):
         CommitteePotential(small_committee(n_members=4), make_bias("udd", 5, width=1.0))
+
+
+@pytest.mark.parametrize("triclinic", [False, True], ids=["orthorhombic", "triclinic"])
+def test_energy_follows_a_cell_deformation(triclinic):
+    """Periodic images are multiples of the box vectors in the graph, so dE/d(strain) (the virial) is exact."""
+    potential = small_potential("none", cutoff=4.0)
+    positions, numbers = water_box()
+    cell = torch.tensor(
+        [[10.0, 0.0, 0.0], [1.5 if triclinic else 0.0, 10.0, 0.0], [0.8 if triclinic else 0.0, -1.1 if triclinic else 0.0, 10.0]]
+    )
+    cell = cell.double()
+    upper = torch.triu(torch.ones(3, 3, dtype=torch.float64))
+
+    def energy(strain):
+        deformation = torch.eye(3, dtype=torch.float64) + strain * upper
+        return potential.evaluate(
+            positions @ deformation.T, numbers, cell @ deformation.T, torch.tensor(0.0, dtype=torch.float64), True
+        )["energy"]
+
+    strain = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
+    gradient = torch.autograd.grad(energy(strain), strain)[0]
+    h = 1e-5
+    for a, b in [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]:
+        step = torch.zeros(3, 3, dtype=torch.float64)
+        step[a, b] = h
+        numeric = (energy(step) - energy(-step)).item() / (2 * h)
+        assert gradient[a, b].item() == pytest.approx(numeric, rel=1e-6, abs=1e-9)

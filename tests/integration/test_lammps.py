@@ -1,0 +1,251 @@
+"""The committee in LAMMPS through fix external (route 1): same energies, forces, statistics and bias as a direct call
+and as OpenMM; NVE conservation; fix halt on the uncertainty; MPI with 2 ranks; clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from ase import Atoms
+from openmm import unit
+
+from advmd import units
+from advmd.openmm import create_system
+from advmd.systems import alanine_dipeptide, water_box
+from tests.conftest import small_potential
+
+lammps_setup = pytest.importorskip("advmd.lammps.setup")
+try:
+    lammps_setup.import_lammps()
+except ImportError:
+    pytest.skip("the LAMMPS Python module is not installed (pip install 'advmd[lammps]')", allow_module_level=True)
+
+from advmd.lammps import CommitteeFix, create_box, import_lammps  # noqa: E402
+
+TYPES = ["H", "C", "N", "O"]
+
+
+def alanine_atoms():
+    topology, positions = alanine_dipeptide()
+    return Atoms(
+        numbers=[a.element.atomic_number for a in topology.atoms()],
+        positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
+    )
+
+
+def lammps_with(atoms, potential, style="metal", types=TYPES, **options):
+    lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    lmp.commands_string(f"units {style}\natom_style atomic\natom_modify map array")
+    create_box(lmp, atoms, types)
+    lmp.commands_string("pair_style zero 6.0\npair_coeff * *")
+    fix = CommitteeFix(lmp, potential, types, **options)
+    return lmp, fix
+
+
+def lammps_forces(lmp):
+    return np.array(lmp.gather_atoms("f", 1, 3)).reshape(-1, 3)
+
+
+def direct(potential, atoms, strength, cell=None):
+    box = None if cell is None else torch.tensor(cell, dtype=torch.float64)
+    return potential(
+        torch.tensor(atoms.positions, dtype=torch.float64),
+        torch.tensor(atoms.numbers),
+        box,
+        torch.tensor(strength, dtype=torch.float64),
+    )
+
+
+@pytest.mark.parametrize("form,params,strength", [("none", {}, 0.0), ("udd", {"width": 1.0}, 0.3), ("hal", {}, 0.2)])
+def test_alanine_energy_forces_and_statistics_equal_a_direct_call_and_openmm(form, params, strength):
+    potential = small_potential(form, **params)
+    atoms = alanine_atoms()
+    lmp, fix = lammps_with(atoms, potential, bias_strength=strength)
+    fix.run("run 0")
+    out = direct(potential, atoms, strength)
+    assert lmp.get_thermo("pe") == pytest.approx(float(out["energy"]), abs=1e-10)
+    np.testing.assert_allclose(lammps_forces(lmp), out["forces"].numpy(), atol=1e-10)
+    assert fix.last["sigma_force"] == pytest.approx(float(out["sigma_f2"].sqrt()), rel=1e-10)
+    assert fix.last["sigma_energy"] == pytest.approx(float(out["sigma_e2"].sqrt()), rel=1e-10)
+    assert fix.last["max_deviation_atom_id"] == int(out["max_deviation_atom"]) + 1
+    assert lmp.extract_fix("advmd", 0, 1, 4) == pytest.approx(fix.last["bias_energy"])  # f_advmd[5], 0-based index 4
+    if form != "none":
+        assert abs(fix.last["bias_energy"]) > 1e-6
+
+    # OpenMM, same model and strength (OpenMM units: UDD A in kJ/mol, HAL tau in nm)
+    topology, positions = alanine_dipeptide()
+    openmm_strength = strength * (units.EV_TO_KJ_PER_MOL if form == "udd" else units.ANGSTROM_TO_NM)
+    system = create_system(topology, potential, bias_strength=openmm_strength)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    state = context.getState(energy=True, getForces=True)
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * units.KJ_PER_MOL_TO_EV
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    assert lmp.get_thermo("pe") == pytest.approx(energy, abs=1e-9)
+    np.testing.assert_allclose(lammps_forces(lmp), forces / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, atol=1e-9)
+
+
+def test_real_units_are_kcal_per_mol_and_the_strength_variable_drives_the_bias():
+    potential = small_potential("udd", width=1.0)
+    atoms = alanine_atoms()
+    lmp, fix = lammps_with(atoms, potential, style="real")
+    lmp.command("variable advmd_bias_strength equal 0.3*23.060547830619")  # 0.3 eV in kcal/mol
+    fix.run("run 0")
+    out = direct(potential, atoms, 0.3)
+    assert lmp.get_thermo("pe") == pytest.approx(float(out["energy"]) * units.EV_TO_KCAL_PER_MOL, rel=1e-9)
+    np.testing.assert_allclose(lammps_forces(lmp), out["forces"].numpy() * units.EV_TO_KCAL_PER_MOL, atol=1e-8)
+    assert fix.last["bias_strength"] == pytest.approx(0.3 * units.EV_TO_KCAL_PER_MOL, rel=1e-8)
+    lmp.command("variable advmd_bias_strength delete")
+    lmp.command("variable advmd_bias_strength equal 0.0")
+    fix.run("run 0")
+    assert fix.last["bias_energy"] == 0.0
+
+
+def test_periodic_box_forces_and_virial():
+    topology, positions, box = water_box(27, seed=2)
+    atoms = Atoms(
+        numbers=[a.element.atomic_number for a in topology.atoms()],
+        positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
+        cell=box,
+        pbc=True,
+    )
+    atoms.positions += 0.05 * np.random.default_rng(0).normal(size=atoms.positions.shape)
+    potential = small_potential("hal")
+    lmp, fix = lammps_with(atoms, potential, types=["H", "O"], bias_strength=0.1)
+    lmp.commands_string("compute advmd_w all pressure NULL virial\nthermo_style custom step pe c_advmd_w[1] c_advmd_w[4]")
+    fix.run("run 0")
+    wrapped = atoms.copy()
+    wrapped.wrap()
+    out = direct(potential, wrapped, 0.1, cell=box)
+    assert lmp.get_thermo("pe") == pytest.approx(float(out["energy"]), abs=1e-10)
+    np.testing.assert_allclose(lammps_forces(lmp), out["forces"].numpy(), atol=1e-10)
+
+    # virial W_ab = -dE/d(strain_ab), by central differences of the direct energy under a deformed box
+    # (upper-triangular strains keep the cell in reduced form; the stress is symmetric)
+    def energy(strain):
+        deformation = np.eye(3) + strain
+        deformed = Atoms(numbers=wrapped.numbers, positions=wrapped.positions @ deformation.T)
+        return float(direct(potential, deformed, 0.1, cell=box @ deformation.T)["energy"])
+
+    h = 1e-5
+    numeric = np.zeros((3, 3))
+    for a, b in [(0, 0), (0, 1)]:
+        step = np.zeros((3, 3))
+        step[a, b] = h
+        numeric[a, b] = -(energy(step) - energy(-step)) / (2 * h)
+    volume = abs(np.linalg.det(box))
+    nktv2p = 1.6021765e6  # LAMMPS metal: eV/A^3 -> bar
+    thermo = lmp.last_thermo()  # values of the last thermo output (computes are not evaluated on demand)
+    assert thermo["c_advmd_w[1]"] == pytest.approx(numeric[0, 0] / volume * nktv2p, rel=1e-5)
+    assert thermo["c_advmd_w[4]"] == pytest.approx(numeric[0, 1] / volume * nktv2p, rel=1e-4, abs=1e-3)
+
+
+def test_nve_conserves_energy_as_in_openmm():
+    potential = small_potential("udd", width=1.0)
+    lmp, fix = lammps_with(alanine_atoms(), potential, bias_strength=0.3)
+    lmp.commands_string(
+        "velocity all create 300 7 dist gaussian\nfix nve all nve\ntimestep 0.0005\nthermo 20\nthermo_style custom step ke etotal"
+    )
+    etotal, kinetic = [], []
+    for _ in range(50):
+        fix.run("run 20")
+        thermo = lmp.last_thermo()
+        etotal.append(thermo["TotEng"])
+        kinetic.append(thermo["KinEng"])
+    drift = (np.max(etotal) - np.min(etotal)) * units.EV_TO_KJ_PER_MOL
+    assert np.mean(kinetic) * units.EV_TO_KJ_PER_MOL > 50.0  # the molecule moves
+    assert drift < 0.1  # kJ/mol over 0.5 ps: the bound of the OpenMM NVE test
+    assert abs(fix.last["bias_energy"]) > 1e-3
+
+
+def test_fix_halt_on_the_uncertainty_stops_a_run_driven_into_the_unknown():
+    from advmd.systems import resource_path
+
+    # the shipped committee, whose UDD bias (3 eV, switched on through the LAMMPS variable) drives it off its data
+    lmp, fix = lammps_with(alanine_atoms(), str(resource_path("alanine-dipeptide-committee.pt")))
+    fix.run("run 0")
+    limit = 1.0  # eV/A; the starting structure has about 0.34
+    assert fix.last["max_force_deviation"] < limit
+    lmp.commands_string(
+        "variable advmd_bias_strength equal 3.0\nvariable dev equal f_advmd[3]\n"
+        f"fix stop all halt 10 v_dev > {limit} error soft\n"
+        "velocity all create 300 3 dist gaussian\nfix nve all nve\ntimestep 0.0005\nthermo 10\nthermo_style custom step v_dev"
+    )
+    fix.run("run 2000")
+    step = lmp.get_thermo("step")
+    assert 0 < step < 2000 and step % 10 == 0
+    assert lmp.last_thermo()["v_dev"] > limit
+    assert fix.last["bias_energy"] < -1.0  # the bias did the driving
+
+
+def test_errors_are_named_and_a_failing_callback_stops_the_run():
+    potential = small_potential("udd", width=1.0)
+    atoms = alanine_atoms()
+    lmp, fix = lammps_with(atoms, potential)
+    lmp.command("variable advmd_bias_strength equal -1.0")
+    with pytest.raises(RuntimeError, match="bias strength must be finite and >= 0"):
+        fix.run("run 10")
+    lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    lmp.commands_string("units lj\natom_style atomic\natom_modify map array")
+    create_box(lmp, atoms, TYPES)
+    with pytest.raises(ValueError, match="units 'lj' are not supported"):
+        CommitteeFix(lmp, potential, TYPES)
+    lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    lmp.commands_string("units metal\natom_style atomic\natom_modify map array")
+    create_box(lmp, atoms, TYPES)
+    with pytest.raises(ValueError, match="types lists 3 elements but the LAMMPS box has 4"):
+        CommitteeFix(lmp, potential, ["H", "C", "N"])
+    with pytest.raises(ValueError, match="not trained on"):
+        CommitteeFix(lmp, potential, ["H", "C", "N", "S"])
+
+
+MPI_SCRIPT = r"""
+import json, sys
+import numpy as np, torch
+sys.path.insert(0, {root!r})
+from advmd.lammps import import_lammps, CommitteeFix, create_box
+from tests.integration.test_lammps import alanine_atoms, TYPES
+from tests.conftest import small_potential
+lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+lmp.commands_string("units metal\natom_style atomic\natom_modify map array\ncomm_modify cutoff 12.0")
+create_box(lmp, alanine_atoms(), TYPES)
+lmp.commands_string("pair_style zero 6.0\npair_coeff * *")
+fix = CommitteeFix(lmp, small_potential("hal"), TYPES, bias_strength=0.2)
+lmp.commands_string("velocity all create 300 5 dist gaussian loop geom\nfix nve all nve\ntimestep 0.0005")
+fix.run("run 20")
+rank = lmp.extract_setting("world_rank")
+local = lmp.extract_global("nlocal")
+out = {{"rank": rank, "size": lmp.extract_setting("world_size"), "nlocal": local, "pe": lmp.get_thermo("pe"),
+       "x": np.array(lmp.gather_atoms("x", 1, 3)).tolist(), "dev": lmp.extract_fix("advmd", 0, 1, 2)}}
+print("RESULT " + json.dumps(out), flush=True)
+"""
+
+
+def run_mpi_script(tmp_path, ranks):
+    root = str(Path(__file__).resolve().parents[2])
+    script = tmp_path / "mpi_run.py"
+    script.write_text(MPI_SCRIPT.format(root=root))
+    mpirun = Path(sys.executable).parent / "mpirun"
+    command = [str(mpirun), "-np", str(ranks), sys.executable, str(script)] if ranks > 1 else [sys.executable, str(script)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "mpirun").exists(), reason="mpirun (mpich wheel) not installed")
+def test_two_mpi_ranks_give_the_serial_trajectory(tmp_path):
+    serial = run_mpi_script(tmp_path, 1)
+    parallel = run_mpi_script(tmp_path, 2)
+    assert len(serial) == 1 and len(parallel) == 2
+    assert {r["size"] for r in parallel} == {2}
+    assert sum(r["nlocal"] for r in parallel) == 22 and all(r["nlocal"] > 0 for r in parallel)  # atoms really split
+    for result in parallel:
+        assert result["pe"] == pytest.approx(serial[0]["pe"], abs=1e-8)  # every rank holds the total
+        assert result["dev"] == pytest.approx(serial[0]["dev"], rel=1e-6)
+        np.testing.assert_allclose(result["x"], serial[0]["x"], atol=1e-8)
