@@ -161,6 +161,26 @@ def force_jacobian(
     return jac
 
 
+def _initial_velocities(system: Any, temperature_k: float, seed: int) -> np.ndarray:
+    """Seeded Maxwell-Boltzmann velocities (nm/ps) with zero total momentum.
+
+    Without net momentum a ``CMMotionRemover`` does not change the energy of an NVE run.
+    """
+    from advmd.units import AVOGADRO_PER_MOL, BOLTZMANN_EV_PER_K, ELEMENTARY_CHARGE_C
+
+    masses = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])  # dalton
+    rng = np.random.default_rng(seed)
+    # kT/m in (nm/ps)^2: kT in J, m in kg (dalton = 1e-3 kg/mol / N_A), 1 m/s = 1e-3 nm/ps
+    kt_joule = BOLTZMANN_EV_PER_K * ELEMENTARY_CHARGE_C * temperature_k
+    velocities = np.zeros((len(masses), 3))
+    moving = masses > 0
+    sigma = np.sqrt(kt_joule / (masses[moving] * 1e-3 / AVOGADRO_PER_MOL)) * 1e-3
+    velocities[moving] = rng.normal(size=(int(moving.sum()), 3)) * sigma[:, None]
+    if moving.sum() > 1:
+        velocities[moving] -= (masses[moving, None] * velocities[moving]).sum(0) / masses[moving].sum()
+    return velocities
+
+
 @dataclass
 class NVEResult:
     """An NVE trajectory's energies and temperature, with a linear drift fit.
@@ -232,13 +252,14 @@ def nve_drift(
     ----------
     system : openmm.System
         Any system: an advmd committee (:func:`advmd.openmm.create_system`), a force
-        field, or a custom force. A ``CMMotionRemover`` is allowed (it is counted in
-        the degrees of freedom) but perturbs NVE slightly; leave it out for a clean test.
+        field, or a custom force. The initial velocities carry no net momentum, so a
+        ``CMMotionRemover`` does not change the energy (it is counted in the degrees of
+        freedom).
     positions : (N, 3) positions in nm, or an OpenMM ``Quantity``
     timestep_fs : float, unit fs
     duration_ps : float, unit ps
     temperature_k : float, unit K
-        Initial Maxwell-Boltzmann velocities (seeded).
+        Initial Maxwell-Boltzmann velocities (seeded), total momentum removed.
     report_every : int
         Steps between energy readings.
     platform : str, optional
@@ -268,7 +289,7 @@ def nve_drift(
     else:
         context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPositions(positions)
-    context.setVelocitiesToTemperature(temperature_k * unit.kelvin, int(seed))
+    context.setVelocities(_initial_velocities(system, temperature_k, int(seed)) * unit.nanometer / unit.picosecond)
     dof = _degrees_of_freedom(system)
     r_gas = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
     n_steps = int(round(duration_ps * 1000.0 / timestep_fs))

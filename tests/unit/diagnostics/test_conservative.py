@@ -111,7 +111,8 @@ def test_nve_conserves_energy_for_a_harmonic_system_and_heats_up_under_a_rotatio
 
     assert calm.degrees_of_freedom == 3 * n and not calm.diverged
     assert abs(calm.drift_kj_per_mol_per_ps) < 1e-3 and calm.max_deviation_kj_per_mol < 0.05
-    np.testing.assert_allclose(hot.temperature_k[0], calm.temperature_k[0], rtol=1e-12)
+    # same seeded start; OpenMM's leapfrog kinetic energy at t = 0 includes a half-step force term, hence not exact
+    np.testing.assert_allclose(hot.temperature_k[0], calm.temperature_k[0], rtol=1e-2)
     # the swirl does work on the particles: their total "energy" rises far past the harmonic run's noise
     assert hot.drift_kj_per_mol_per_ps > 100 * max(abs(calm.drift_kj_per_mol_per_ps), 1e-3)
     assert hot.temperature_k[-1] > 3 * hot.temperature_k[0]
@@ -122,3 +123,16 @@ def test_nve_bad_settings_are_refused():
         nve_drift(_particles(1), np.zeros((1, 3)), timestep_fs=0.0)
     with pytest.raises(ValueError, match="report_every"):
         nve_drift(_particles(1), np.zeros((1, 3)), report_every=0)
+
+
+def test_initial_velocities_are_seeded_thermal_and_carry_no_momentum():
+    from advmd.diagnostics.conservative import _initial_velocities
+    from advmd.units import AVOGADRO_PER_MOL, BOLTZMANN_EV_PER_K, ELEMENTARY_CHARGE_C
+
+    system = _particles(4000, mass=2.0)
+    v = _initial_velocities(system, 300.0, seed=5)
+    np.testing.assert_allclose(v, _initial_velocities(system, 300.0, seed=5))
+    assert np.abs(v.sum(0)).max() < 1e-12
+    kinetic_joule = 0.5 * (2.0e-3 / AVOGADRO_PER_MOL) * ((v * 1e3) ** 2).sum()  # nm/ps -> m/s
+    temperature = 2 * kinetic_joule / (3 * 4000 * BOLTZMANN_EV_PER_K * ELEMENTARY_CHARGE_C)
+    assert temperature == pytest.approx(300.0, rel=0.03)
