@@ -1,4 +1,4 @@
-"""Steps per second of the same committee in LAMMPS (fix external, route 1) and in OpenMM, in one run.
+"""Steps per second of the same committee in LAMMPS (fix external: route 1; pair_style advmd: route 2) and OpenMM.
 
 Alanine dipeptide, the shipped committee (M=5, float32), NVE/velocity Verlet at 0.5 fs, UDD
 bias off and on. Medians over repeats. Usage: python scripts/bench_lammps.py [--steps 200] [--repeats 3]
@@ -16,27 +16,34 @@ from openmm import unit
 
 import advmd  # noqa: F401
 from advmd.lammps import CommitteeFix, create_box, import_lammps
+from advmd.lammps.plugin import build_plugin, load_plugin
 from advmd.openmm import create_system, use_simple_executor
 from advmd.systems import alanine_dipeptide, resource_path
+from advmd.units import EV_TO_KJ_PER_MOL
 
 MODEL = str(resource_path("alanine-dipeptide-committee.pt"))
 
 
-def lammps_rate(steps: int, strength_ev: float) -> float:
+def lammps_rate(steps: int, strength_ev: float, route: int) -> float:
     topology, positions = alanine_dipeptide()
     atoms = Atoms(
         numbers=[a.element.atomic_number for a in topology.atoms()],
         positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
     )
     lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    if route == 2:
+        load_plugin(lmp)
     lmp.commands_string("units metal\natom_style atomic\natom_modify map array")
     create_box(lmp, atoms, ["H", "C", "N", "O"])
-    lmp.commands_string("pair_style zero 6.0\npair_coeff * *")
-    fix = CommitteeFix(lmp, MODEL, ["H", "C", "N", "O"], bias_strength=strength_ev)
+    if route == 1:
+        lmp.commands_string("pair_style zero 6.0\npair_coeff * *")
+        CommitteeFix(lmp, MODEL, ["H", "C", "N", "O"], bias_strength=strength_ev)
+    else:
+        lmp.commands_string(f"pair_style advmd {MODEL} strength {strength_ev}\npair_coeff * * H C N O")
     lmp.commands_string("velocity all create 300 1 dist gaussian\nfix nve all nve\ntimestep 0.0005\nthermo 0")
-    fix.run("run 20")
+    lmp.command("run 20")
     start = time.perf_counter()
-    fix.run(f"run {steps}")
+    lmp.command(f"run {steps}")
     rate = steps / (time.perf_counter() - start)
     lmp.close()
     return rate
@@ -62,11 +69,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     use_simple_executor()
+    build_plugin()
     rows = []
     for label, strength_ev in (("mean only", 0.0), ("UDD bias 0.2 eV", 0.2)):
-        lammps = statistics.median(lammps_rate(args.steps, strength_ev) for _ in range(args.repeats))
-        omm = statistics.median(openmm_rate(args.steps, strength_ev * 96.485332) for _ in range(args.repeats))
-        rows.append((label, lammps, omm))
+        route1 = statistics.median(lammps_rate(args.steps, strength_ev, 1) for _ in range(args.repeats))
+        route2 = statistics.median(lammps_rate(args.steps, strength_ev, 2) for _ in range(args.repeats))
+        omm = statistics.median(openmm_rate(args.steps, strength_ev * EV_TO_KJ_PER_MOL) for _ in range(args.repeats))
+        rows.append((label, route1, route2, omm))
     print(
         f"advmd LAMMPS benchmark  torch {torch.__version__}  threads {torch.get_num_threads()}  alanine dipeptide, "
         f"shipped committee M=5 float32, {args.steps} steps x {args.repeats} repeats (medians)"

