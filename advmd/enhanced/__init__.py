@@ -20,3 +20,13 @@ __all__ = [
     "reweighting_log_weights",
     "weighted_average",
 ]
+from advmd.enhanced.metrics import (  # noqa: E402
+    ALANINE_BASINS,
+    basin_of,
+    first_visit_times,
+    free_energy_error,
+    phi_psi,
+    visited_fraction,
+)
+
+__all__ += ["ALANINE_BASINS", "basin_of", "first_visit_times", "free_energy_error", "phi_psi", "visited_fraction"]
