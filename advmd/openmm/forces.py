@@ -124,9 +124,11 @@ class _OpenMMBoundary(nn.Module):
         atom_indices: Optional[Tensor],
         n_particles: int,
         strength_factor: float,
+        bias_only: bool = False,
     ) -> None:
         super().__init__()
         self.potential = potential
+        self.bias_only = bool(bias_only)
         self.register_buffer("atomic_numbers", atomic_numbers)
         self.use_subset = atom_indices is not None
         self.register_buffer("atom_indices", atom_indices if atom_indices is not None else torch.zeros(0, dtype=torch.long))
@@ -148,8 +150,12 @@ class _OpenMMBoundary(nn.Module):
         # no_grad, not detach(): torch.jit.freeze (applied by openmm-torch) removes detach() calls,
         # and the returned energy must carry no graph back into the model.
         with torch.no_grad():
-            energy = out["energy"].to(torch.float64) * 96.48533212331002
-            forces = out["forces"].to(torch.float64) * 964.8533212331002
+            if self.bias_only:  # the bias alone, on top of another potential of the System
+                energy = out["bias_energy"].to(torch.float64) * 96.48533212331002
+                forces = (out["forces"] - out["mean_forces"]).to(torch.float64) * 964.8533212331002
+            else:
+                energy = out["energy"].to(torch.float64) * 96.48533212331002
+                forces = out["forces"].to(torch.float64) * 964.8533212331002
             if self.use_subset:
                 full = torch.zeros((self.n_particles, 3), dtype=torch.float64, device=forces.device)
                 forces = full.index_copy(0, self.atom_indices, forces)
@@ -330,6 +336,7 @@ def create_committee_force(
     parameter_prefix: str = "advmd_",
     periodic: Optional[bool] = None,
     device: Union[str, torch.device] = "cpu",
+    bias_only: bool = False,
 ) -> Any:
     """Build an OpenMM force that applies the committee mean plus its uncertainty bias.
 
@@ -354,6 +361,11 @@ def create_committee_force(
     device : str or torch.device
         Device of the model on the ``python`` path (the ``torch`` path follows
         the OpenMM platform).
+    bias_only : bool
+        Apply only the uncertainty bias (energy and forces), not the committee
+        mean: the System's other forces (a force field, a reference method) drive
+        the dynamics and the committee's disagreement biases them. The readout
+        still reports the committee's statistics.
 
     Returns
     -------
@@ -420,7 +432,7 @@ def create_committee_force(
 
     names = parameter_names(parameter_prefix)
     boundary_cls = _PeriodicTorchForceModule if periodic else _TorchForceModule
-    boundary = boundary_cls(potential, atomic_numbers, atom_indices, n_particles, _STRENGTH_FACTORS[unit_kind])
+    boundary = boundary_cls(potential, atomic_numbers, atom_indices, n_particles, _STRENGTH_FACTORS[unit_kind], bias_only)
     boundary = torch.jit.script(boundary.eval())
 
     if backend == "torch":
