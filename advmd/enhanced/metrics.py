@@ -92,12 +92,15 @@ def visited_fraction(cv: np.ndarray, bins: int = 36) -> float:
     return float(np.mean(counts > 0))
 
 
-def free_energy_error(free_energy: np.ndarray, reference: np.ndarray, max_reference_kjmol: float = 20.0) -> Dict[str, float]:
+def free_energy_error(
+    free_energy: np.ndarray, reference: np.ndarray, max_reference_kjmol: float = 20.0, min_bins: int = 5
+) -> Dict[str, float]:
     """RMSE (kJ/mol) between two free-energy surfaces on the bins where the reference is below a cap.
 
     Both surfaces are shifted to zero mean over the compared bins (a free energy is
     defined up to a constant). Bins the run never reached count in ``missing_fraction``
-    and are left out of the RMSE.
+    and are left out of the RMSE; with fewer than ``min_bins`` compared bins the RMSE is
+    NaN (a shift-free comparison of one or two bins is meaningless).
     """
     f = np.asarray(free_energy, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
@@ -108,7 +111,7 @@ def free_energy_error(free_energy: np.ndarray, reference: np.ndarray, max_refere
         raise ValueError("the reference has no bins below max_reference_kjmol")
     both = relevant & np.isfinite(f)
     missing = 1.0 - both.sum() / relevant.sum()
-    if not both.any():
-        return {"rmse_kjmol": float("nan"), "missing_fraction": 1.0, "bins": int(relevant.sum())}
+    if both.sum() < max(int(min_bins), 1):
+        return {"rmse_kjmol": float("nan"), "missing_fraction": float(missing), "bins": int(relevant.sum())}
     diff = (f[both] - f[both].mean()) - (ref[both] - ref[both].mean())
     return {"rmse_kjmol": float(np.sqrt(np.mean(diff**2))), "missing_fraction": float(missing), "bins": int(relevant.sum())}

@@ -40,11 +40,12 @@ def test_visited_fraction_counts_grid_cells():
 def test_free_energy_error_ignores_a_constant_and_counts_missing_bins():
     reference = np.array([[0.0, 5.0], [10.0, 50.0]])
     shifted = reference + 7.0
-    assert free_energy_error(shifted, reference)["rmse_kjmol"] == pytest.approx(0.0, abs=1e-12)
+    assert free_energy_error(shifted, reference, min_bins=1)["rmse_kjmol"] == pytest.approx(0.0, abs=1e-12)
     partial = np.array([[1.0, np.nan], [10.0, 0.0]])
-    result = free_energy_error(partial, reference, max_reference_kjmol=20.0)
+    result = free_energy_error(partial, reference, max_reference_kjmol=20.0, min_bins=2)
     assert result["bins"] == 3 and result["missing_fraction"] == pytest.approx(1 / 3)
     # compared bins 0 and 10 vs 1 and 10 after removing means: errors -0.5, +0.5
     assert result["rmse_kjmol"] == pytest.approx(0.5)
+    assert math.isnan(free_energy_error(partial, reference, max_reference_kjmol=20.0)["rmse_kjmol"])  # 2 bins < 5
     with pytest.raises(ValueError, match="differ in shape"):
         free_energy_error(np.zeros(3), np.zeros(4))
