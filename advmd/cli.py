@@ -465,6 +465,12 @@ def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
         topology, positions = _molecule(args.pdb)
         numbers = [a.element.atomic_number for a in topology.atoms()]
         structures = [Atoms(numbers=numbers, positions=positions)]
+        vectors = topology.getPeriodicBoxVectors()
+        if vectors is not None:  # a periodic PDB: lambda and the NVE run see the same box
+            from openmm import unit
+
+            structures[0].cell = np.asarray(vectors.value_in_unit(unit.nanometer)) * 10.0
+            structures[0].pbc = True
         if args.db:
             from advmd.data import Dataset
 

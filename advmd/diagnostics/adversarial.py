@@ -6,8 +6,11 @@ For an accurate (reference) model and an approximate one, the squared energy err
 ``A(R) = grad_R L = 2 (E_acc - E_app) (F_app - F_acc)``
 
 (forces are minus gradients). Where the reference force is small, near the minima
-that thermal sampling visits most, ``A`` points along the model's own force, so
-following the model (MD, relaxation) walks into its own error. The diagnostics here:
+that thermal sampling visits most, ``A ~ 2 (E_acc - E_app) F_app``: it points along the
+model's own force wherever the model underestimates the energy (``E_acc > E_app``), and
+then following the model (MD, relaxation) walks into its own error. A positive
+``cos(A, F_app)`` marks exactly those structures: a descent step with the model raises
+the squared error. The diagnostics here:
 
 * :func:`adversarial_direction` and :func:`force_cosine`, the two formulas;
 * :func:`adversarial_directions`, the cosine between ``A`` and ``F_app`` for a set

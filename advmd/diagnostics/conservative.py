@@ -196,7 +196,8 @@ class NVEResult:
         Largest ``|E(t) - E(0)|``.
     degrees_of_freedom : int
     diverged : bool
-        The run stopped early on a non-finite energy or a temperature past the limit.
+        The run stopped early: a non-finite energy, a temperature past the limit, or an
+        error from a force (e.g. a model refusing NaN positions).
     """
 
     time_ps: np.ndarray
@@ -246,7 +247,7 @@ def nve_drift(
     seed: int = 1,
     max_temperature_k: float = 1.0e5,
 ) -> NVEResult:
-    """Run velocity Verlet (NVE) on an OpenMM ``System`` and measure the total-energy drift.
+    """Run Verlet dynamics (NVE; OpenMM's leapfrog ``VerletIntegrator``) on a ``System`` and measure the energy drift.
 
     Parameters
     ----------
@@ -297,9 +298,14 @@ def nve_drift(
     times, potential, kinetic = [], [], []
     diverged = False
     for k in range(n_reports + 1):
-        if k > 0:
-            integrator.step(report_every)
-        state = context.getState(energy=True)
+        try:
+            if k > 0:
+                integrator.step(report_every)
+            state = context.getState(energy=True)
+        except Exception as error:  # e.g. a model refusing NaN positions: the run diverged
+            logger.warning("NVE run stopped at report %d: %s", k, error)
+            diverged = True
+            break
         pe = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         ke = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         if not (np.isfinite(pe) and np.isfinite(ke)):

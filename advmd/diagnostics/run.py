@@ -293,7 +293,8 @@ def diagnose_conservative(
     potential, metadata = load_committee(model)
     lambdas = []
     for atoms in structures:
-        function = committee_force_function(potential, atoms.numbers)
+        cell = np.asarray(atoms.cell) if all(atoms.pbc) else None  # the same boundaries as the NVE run
+        function = committee_force_function(potential, atoms.numbers, cell=cell)
         lambdas.append(jacobian_asymmetry(force_jacobian(function, atoms.positions, method="autograd")))
     lambdas_arr = np.array(lambdas)
     nve = None

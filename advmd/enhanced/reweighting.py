@@ -116,7 +116,8 @@ class FreeEnergySurface:
     free_energy : ndarray
         kJ/mol, minimum 0; NaN in empty bins and bins below ``min_bin_ess``.
     probability : ndarray
-        Reweighted probability per bin (sums to 1 over all bins).
+        Reweighted probability per bin, normalised over all frames (sums to 1 when every
+        frame lies inside ``ranges``, less otherwise).
     bin_ess : ndarray
         Effective sample size of the frames in each bin.
     ess : float

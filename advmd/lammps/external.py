@@ -23,7 +23,14 @@ its own atoms), evaluates the committee with its uncertainty bias, and sets
   ====  ==========================================================  ============
 
   LAMMPS does not sum a fix's energy, virial or vector over ranks, so every rank sets
-  the totals.
+  the totals. The vector is flagged extensive by ``fix external``: with ``thermo_modify
+  norm yes`` thermo output divides it by the atom count, so keep ``norm no`` (the
+  default of ``units metal`` and ``real``) when thresholds apply to it.
+
+Errors: LAMMPS' callback wrapper ignores Python exceptions, so a failing callback zeroes
+its forces and sets vector entry 7, and a ``fix halt`` on it stops the run with an error;
+:meth:`CommitteeFix.run` then raises the cause. Every rank evaluates the same committee on
+the same positions, so a failure is normally seen on all ranks together.
 
 Units: LAMMPS ``metal`` (Angstrom, eV: the model's own) and ``real`` (Angstrom,
 kcal/mol) are supported; conversions go through :mod:`advmd.units`.
@@ -248,6 +255,8 @@ class CommitteeFix:
         except BaseException as error:  # re-raised by run(); LAMMPS would otherwise ignore it
             self.error = error
             logger.error("advmd committee fix %s failed at step %d: %s", self.fix_id, timestep, error)
+            if nlocal:
+                f[:nlocal] = 0.0  # no stale forces on the step that the guard stops
             self.lmp.fix_external_set_vector(self.fix_id, len(VECTOR_LABELS) + 1, 1.0)
 
     def run(self, command: str) -> None:

