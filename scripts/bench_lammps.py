@@ -22,6 +22,7 @@ from advmd.systems import alanine_dipeptide, resource_path
 from advmd.units import EV_TO_KJ_PER_MOL
 
 MODEL = str(resource_path("alanine-dipeptide-committee.pt"))
+THREADS = 1
 
 
 def lammps_rate(steps: int, strength_ev: float, route: int) -> float:
@@ -31,6 +32,7 @@ def lammps_rate(steps: int, strength_ev: float, route: int) -> float:
         positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
     )
     lmp = import_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    torch.set_num_threads(THREADS)  # LAMMPS sets OpenMP (shared with libtorch) to 1 thread unless OMP_NUM_THREADS is set
     if route == 2:
         load_plugin(lmp)
     lmp.commands_string("units metal\natom_style atomic\natom_modify map array")
@@ -50,6 +52,7 @@ def lammps_rate(steps: int, strength_ev: float, route: int) -> float:
 
 
 def openmm_rate(steps: int, strength_kjmol: float) -> float:
+    torch.set_num_threads(THREADS)
     topology, positions = alanine_dipeptide()
     system = create_system(topology, MODEL, bias_strength=strength_kjmol, remove_cm_motion=False)
     context = openmm.Context(system, openmm.VerletIntegrator(0.5 * unit.femtoseconds), openmm.Platform.getPlatformByName("CPU"))
@@ -70,6 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     use_simple_executor()
     build_plugin()
+    global THREADS
+    THREADS = torch.get_num_threads()
     rows = []
     for label, strength_ev in (("mean only", 0.0), ("UDD bias 0.2 eV", 0.2)):
         route1 = statistics.median(lammps_rate(args.steps, strength_ev, 1) for _ in range(args.repeats))
@@ -77,14 +82,14 @@ def main() -> None:
         omm = statistics.median(openmm_rate(args.steps, strength_ev * EV_TO_KJ_PER_MOL) for _ in range(args.repeats))
         rows.append((label, route1, route2, omm))
     print(
-        f"advmd LAMMPS benchmark  torch {torch.__version__}  threads {torch.get_num_threads()}  alanine dipeptide, "
+        f"advmd LAMMPS benchmark  torch {torch.__version__}  threads {THREADS}  alanine dipeptide, "
         f"shipped committee M=5 float32, {args.steps} steps x {args.repeats} repeats (medians)"
     )
-    for label, lammps, omm in rows:
-        print(
-            f"  {label:18s} LAMMPS fix external (route 1) {lammps:8.1f} steps/s   OpenMM TorchForce {omm:8.1f} steps/s   "
-            f"ratio {lammps / omm:5.2f}"
-        )
+    for label, route1, route2, omm in rows:
+        print(f"  {label}")
+        print(f"    LAMMPS fix external (route 1)      {route1:8.1f} steps/s   {route1 / omm:5.2f} x OpenMM")
+        print(f"    LAMMPS pair_style advmd (route 2)  {route2:8.1f} steps/s   {route2 / omm:5.2f} x OpenMM")
+        print(f"    OpenMM TorchForce (CPU platform)   {omm:8.1f} steps/s")
 
 
 if __name__ == "__main__":

@@ -230,7 +230,8 @@ class CommitteeFix:
             virial = upper_gradient + np.triu(upper_gradient, 1).T
         else:
             out = self.potential.evaluate(pos, self.numbers, box, value, False)
-        forces = out["forces"].detach().double().cpu().numpy()
+        out = {key: value.detach() for key, value in out.items()}
+        forces = out["forces"].double().cpu().numpy()
         if self.virial and virial is None:
             virial = np.einsum("ia,ib->ab", positions, forces)
         e = self.energy_per_ev
