@@ -82,11 +82,18 @@ def _reference_from_rows(rows: Sequence[Any]) -> Optional[str]:
     return names[0] if len(names) == 1 else None
 
 
-def _plot_adversarial(result: AdversarialResult, relaxation: Optional[RelaxationResult], title: str, path: Path) -> None:
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_adversarial(result: AdversarialResult, relaxation: Optional[RelaxationResult], title: str, path: Path) -> None:
+    plt = _pyplot()
 
     panels = 3 if relaxation is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.6))
@@ -236,10 +243,7 @@ def diagnose_adversarial(
 
 
 def _plot_conservative(lambdas: np.ndarray, nve: Optional[NVEResult], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     panels = 3 if nve is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.6), squeeze=False)

@@ -21,6 +21,7 @@ adaptive controller also the measured force ratio.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -56,7 +57,7 @@ def _finite_nonnegative(name: str, value: Any) -> float:
     return float(value)
 
 
-class BiasSchedule:
+class BiasSchedule(abc.ABC):
     """Base class: a reporter that sets the bias-strength parameter.
 
     Parameters
@@ -104,9 +105,9 @@ class BiasSchedule:
         self.history.append((step, float(value)))
         logger.info("step %d: %s = %.6g", step, self.parameter, value)
 
+    @abc.abstractmethod
     def update(self, simulation: Any, state: Any, current: float) -> Optional[float]:
         """The new strength (``None`` or ``current`` for no change)."""
-        raise NotImplementedError
 
 
 class StepSchedule(BiasSchedule):

