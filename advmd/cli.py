@@ -248,6 +248,7 @@ def _stability(args: argparse.Namespace, out: TextIO) -> int:
         criteria=criteria,
         processes=args.processes,
         seed=args.seed,
+        engine=args.engine,
     )
     if args.json:
         with open(args.json, "w") as handle:
@@ -618,7 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--hh-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="H-H range in Angstrom (paper: 0.80 2.55)"
     )
     stab.add_argument("--energy-floor", type=float, default=None, help="eV")
-    stab.add_argument("--processes", type=int, default=None)
+    stab.add_argument("--processes", type=int, default=None, help="worker processes (openmm) or torch threads (batched)")
+    stab.add_argument(
+        "--engine",
+        choices=("openmm", "batched"),
+        default="openmm",
+        help="openmm: one OpenMM simulation per run; batched: all runs in one batched committee evaluation (small molecules)",
+    )
     stab.add_argument("--seed", type=int, default=0)
     stab.add_argument("--json", default=None, help="write the full result here")
 

@@ -135,6 +135,42 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
     return True, float("nan"), ""
 
 
+def _batched_runs(
+    model, numbers, positions, bonds, temperatures, duration_ps, timestep_fs, friction, criteria, check_interval, seed, threads
+) -> List[Tuple[bool, float, str]]:
+    import torch
+    from ase.data import atomic_masses
+
+    from advmd.committee import load_trainable_committee
+    from advmd.md.batched import committee_energy_function, run_replicas
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    numbers = [int(z) for z in numbers]
+    committee, _ = load_trainable_committee(model)
+    committee.eval()
+    topology = topology_from_numbers(numbers, [tuple(map(int, b)) for b in bonds])
+    positions = np.asarray(positions, dtype=float)
+    checkers = _build_checkers(criteria, topology, positions, numbers)
+    steps = int(round(duration_ps * 1000.0 / timestep_fs))
+    result = run_replicas(
+        committee_energy_function(committee, numbers),
+        atomic_masses[numbers],
+        positions,
+        temperatures,
+        steps,
+        timestep_fs,
+        friction,
+        checkers,
+        int(check_interval),
+        int(seed),
+    )
+    return [
+        (ok, float("nan") if ok else k * timestep_fs / 1000.0, reason)
+        for ok, k, reason in zip(result.stable, result.failure_step, result.reasons)
+    ]
+
+
 def stability_test(
     model: str,
     numbers: Sequence[int],
@@ -151,6 +187,7 @@ def stability_test(
     seed: int = 0,
     platform: str = "CPU",
     bias_strength: float = 0.0,
+    engine: str = "openmm",
 ) -> StabilityTestResult:
     """Run ``n_runs`` short committee MD trajectories in parallel and report how many stay physical.
 
@@ -169,6 +206,11 @@ def stability_test(
         Steps between checks (the time resolution of failure times).
     processes : int
         Worker processes (default: CPU count).
+    engine : str
+        ``"openmm"``: each run is an OpenMM simulation of the exported committee in a worker
+        process. ``"batched"``: all runs integrate together in one process, one batched
+        committee evaluation per step (:mod:`advmd.md.batched`, the same BAOAB Langevin
+        splitting); many times faster for a molecule of a few atoms. No bias there.
 
     Examples
     --------
@@ -183,8 +225,79 @@ def stability_test(
         raise ValueError(f"temperature_range_k must satisfy 0 < low <= high, got {temperature_range_k!r}")
     if not os.path.isfile(model):
         raise FileNotFoundError(f"model {model!r} does not exist")
+    if engine not in ("openmm", "batched"):
+        raise ValueError(f"engine must be 'openmm' or 'batched', got {engine!r}")
+    if engine == "batched" and bias_strength:
+        raise ValueError("engine 'batched' runs the unbiased committee; use engine 'openmm' for bias_strength != 0")
     criteria = dict(criteria or {"bond_tolerance": 0.5, "min_distance": 0.7})
     temperatures = list(np.linspace(low, high, int(n_runs))) if n_runs > 1 else [float(low)]
+    settings = {
+        "n_runs": n_runs,
+        "timestep_fs": timestep_fs,
+        "criteria": criteria,
+        "check_interval": check_interval,
+        "seed": seed,
+        "model": str(model),
+        "engine": engine,
+    }
+    if engine == "batched":
+        outcomes = _batched_runs(
+            model,
+            numbers,
+            positions_angstrom,
+            bonds,
+            temperatures,
+            duration_ps,
+            timestep_fs,
+            friction_per_ps,
+            criteria,
+            check_interval,
+            seed,
+            processes,
+        )
+    else:
+        outcomes = _openmm_runs(
+            model,
+            numbers,
+            positions_angstrom,
+            bonds,
+            temperatures,
+            duration_ps,
+            timestep_fs,
+            friction_per_ps,
+            criteria,
+            check_interval,
+            seed,
+            platform,
+            bias_strength,
+            processes,
+        )
+    return StabilityTestResult(
+        temperatures_k=[float(t) for t in temperatures],
+        stable=[o[0] for o in outcomes],
+        failure_time_ps=[o[1] for o in outcomes],
+        reasons=[o[2] for o in outcomes],
+        duration_ps=float(duration_ps),
+        settings=settings,
+    )
+
+
+def _openmm_runs(
+    model,
+    numbers,
+    positions_angstrom,
+    bonds,
+    temperatures,
+    duration_ps,
+    timestep_fs,
+    friction_per_ps,
+    criteria,
+    check_interval,
+    seed,
+    platform,
+    bias_strength,
+    processes,
+) -> List[Tuple[bool, float, str]]:
     tasks = [
         {
             "model": str(model),
@@ -205,20 +318,4 @@ def stability_test(
     ]
     workers = processes or os.cpu_count() or 1
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        outcomes = list(pool.map(_one_run, tasks))
-    settings = {
-        "n_runs": n_runs,
-        "timestep_fs": timestep_fs,
-        "criteria": criteria,
-        "check_interval": check_interval,
-        "seed": seed,
-        "model": str(model),
-    }
-    return StabilityTestResult(
-        temperatures_k=[float(t) for t in temperatures],
-        stable=[o[0] for o in outcomes],
-        failure_time_ps=[o[1] for o in outcomes],
-        reasons=[o[2] for o in outcomes],
-        duration_ps=float(duration_ps),
-        settings=settings,
-    )
+        return list(pool.map(_one_run, tasks))

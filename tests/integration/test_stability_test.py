@@ -18,7 +18,8 @@ def alanine_structure():
     return numbers, np.asarray(positions._value) * 10.0, bonds
 
 
-def test_trained_and_untrained_committees_and_reproducibility(tmp_path):
+@pytest.mark.parametrize("engine", ["openmm", "batched"])
+def test_trained_and_untrained_committees_and_reproducibility(tmp_path, engine):
     numbers, positions, bonds = alanine_structure()
     trained = str(resource_path("alanine-dipeptide-committee.pt"))
     kwargs = dict(
@@ -30,6 +31,7 @@ def test_trained_and_untrained_committees_and_reproducibility(tmp_path):
         temperature_range_k=(300, 400),
         processes=2,
         seed=1,
+        engine=engine,
     )
     good = stability_test(trained, **kwargs)
     assert good.stable == [True] * 4 and good.stable_fraction == 1.0  # 50 fs at 300-400 K: the trained model holds
@@ -51,6 +53,11 @@ def test_ammonia_rule_as_criteria_and_bad_input(tmp_path):
         stability_test("missing.pt", [7, 1, 1, 1], np.zeros((4, 3)), criteria={"distance_ranges": [[1, 1, 0.80, 2.55]]})
     with pytest.raises(ValueError, match="temperature_range_k"):
         stability_test("x.pt", [7, 1, 1, 1], np.zeros((4, 3)), temperature_range_k=(1000, 500))
+    model = str(resource_path("alanine-dipeptide-committee.pt"))
+    with pytest.raises(ValueError, match="engine must be 'openmm' or 'batched'"):
+        stability_test(model, [7, 1, 1, 1], np.zeros((4, 3)), engine="gpu")
+    with pytest.raises(ValueError, match="engine 'batched' runs the unbiased committee"):
+        stability_test(model, [7, 1, 1, 1], np.zeros((4, 3)), engine="batched", bias_strength=1.0)
 
 
 def test_stability_verb(tmp_path):
@@ -80,3 +87,8 @@ def test_stability_verb(tmp_path):
     )
     assert code == 0 and "stable 2/2 (100%)" in out.getvalue()
     assert json.loads((tmp_path / "s.json").read_text())["stable_fraction"] == 1.0
+    batched = io.StringIO()
+    argv = ["stability", "--runs", "2", "--ps", "0.02", "--tmin", "300", "--tmax", "300", "--engine", "batched"]
+    assert main(argv + ["--json", str(tmp_path / "b.json")], out=batched) == 0
+    assert "stable 2/2 (100%)" in batched.getvalue()
+    assert json.loads((tmp_path / "b.json").read_text())["settings"]["engine"] == "batched"
