@@ -34,7 +34,14 @@ def loop_config(strategy: str, k: int, generations: int, runs: Path) -> dict:
         "run": {"directory": str(runs / f"{strategy}-{k:02d}"), "generations": generations, "seed": 100 + k},
         "system": {"name": "double-well", "initial": 800, "grid": 12},
         "model": {"members": 4, "hidden": [64, 64]},
-        "training": {"epochs": 400, "fine_tune_epochs": 200, "batch_size": 32, "learning_rate": 5e-3, "energy_cap": 0.0},
+        "training": {
+            "epochs": 400,
+            "fine_tune_epochs": 200,
+            "batch_size": 32,
+            "learning_rate": 5e-3,
+            "fine_tune_learning_rate": 5e-3,
+            "energy_cap": 0.0,
+        },
         "selection": {"budget": 20, "rmsd": 0.02, "energy_cap": 0.0},
         "sources": [dict(STRATEGIES[strategy])],
     }

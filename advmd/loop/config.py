@@ -32,6 +32,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         "fine_tune_epochs": 30,
         "batch_size": 16,
         "learning_rate": 3e-3,
+        "fine_tune_learning_rate": 3e-4,
         "threshold_percentile": 80.0,
         "energy_cap": 0.0,
     },
@@ -163,6 +164,7 @@ def validate_loop_config(config: Dict[str, Any]) -> None:
     for key in ("epochs", "fine_tune_epochs", "batch_size"):
         _positive_int("training", key, training[key])
     _positive("training", "learning_rate", training["learning_rate"])
+    _positive("training", "fine_tune_learning_rate", training["fine_tune_learning_rate"])
     _positive("training", "energy_cap", training["energy_cap"], allow_zero=True)
     if not 0 < training["threshold_percentile"] <= 100:
         raise ValueError(f"config: [training] threshold_percentile must be in (0, 100], got {training['threshold_percentile']!r}")

@@ -245,7 +245,7 @@ class LoopRunner:
         config = TrainingConfig(
             epochs=int(training["fine_tune_epochs"] if fine_tune else training["epochs"]),
             batch_size=int(training["batch_size"]),
-            learning_rate=float(training["learning_rate"]),
+            learning_rate=float(training["fine_tune_learning_rate"] if fine_tune else training["learning_rate"]),
             seed=seed,
             fine_tune=fine_tune,
         )
@@ -265,7 +265,12 @@ class LoopRunner:
             default_strength=0.0,
             extra_metadata={
                 "uncertainty_threshold": threshold,
-                "loop": {"generation": g, "training": {k: v for k, v in result.as_dict().items() if k != "history"}},
+                "loop": {
+                    "generation": g,
+                    "fine_tuned": fine_tune,
+                    "learning_rate": config.learning_rate,
+                    "training": {k: v for k, v in result.as_dict().items() if k != "history"},
+                },
             },
         )
         (folder / "train.ckpt").unlink(missing_ok=True)

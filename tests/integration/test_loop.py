@@ -19,7 +19,14 @@ DOUBLE_WELL = {
     "run": {"generations": 2, "seed": 3},
     "system": {"name": "double-well", "initial": 400, "grid": 12},
     "model": {"members": 4, "hidden": [32, 32]},
-    "training": {"epochs": 400, "fine_tune_epochs": 200, "batch_size": 32, "learning_rate": 5e-3, "energy_cap": 10.0},
+    "training": {
+        "epochs": 400,
+        "fine_tune_epochs": 200,
+        "batch_size": 32,
+        "learning_rate": 5e-3,
+        "fine_tune_learning_rate": 4e-3,
+        "energy_cap": 10.0,
+    },
     "selection": {"budget": 10, "rmsd": 0.02, "energy_cap": 4.0},
     "sources": [
         {
@@ -79,6 +86,12 @@ def test_double_well_loop_lowers_the_error(tmp_path):
     assert (tmp_path / "run" / "learning-curves.png").is_file()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary[-1]["holdout"] == last["holdout"]
+    # generation 0 trains from scratch at learning_rate; later ones fine-tune at fine_tune_learning_rate
+    from advmd.committee import read_metadata
+
+    loop = [read_metadata(tmp_path / "run" / f"gen-{g:03d}" / "committee.pt")["loop"] for g in range(3)]
+    assert [m["fine_tuned"] for m in loop] == [False, True, True]
+    assert [m["learning_rate"] for m in loop] == [5e-3, 4e-3, 4e-3]
 
 
 def test_resume_after_kill_gives_the_same_dataset(tmp_path):
@@ -160,6 +173,7 @@ def test_process_executor_maps_in_order():
         ({"sources": [{"kind": "attack-cartesian", "steps": 0}]}, r"steps must be an integer >= 1"),
         ({"sources": [{"kind": "attack-cartesian", "speed": 2}]}, "unknown key 'speed'"),
         ({"executor": {"workers": 0}}, r"\[executor\] workers must be an integer >= 1"),
+        ({"training": {"fine_tune_learning_rate": 0}}, r"\[training\] fine_tune_learning_rate must be a number > 0"),
     ],
 )
 def test_bad_config_fails_before_work(tmp_path, changes, message):
