@@ -88,10 +88,12 @@ def reflect_through_plane(atoms: Any, plane_atoms: Sequence[int]) -> Any:
 
 
 def _relax(atoms: Any, calculator: Any, fmax: float, steps: int) -> bool:
-    from ase.optimize import BFGS
+    # FIRE, not BFGS: a float32 model's force noise near the minimum can break BFGS's Hessian update
+    # (numpy's eigh fails to converge), while FIRE needs no Hessian.
+    from ase.optimize import FIRE
 
     atoms.calc = calculator
-    optimizer = BFGS(atoms, logfile=None)
+    optimizer = FIRE(atoms, logfile=None)
     return bool(optimizer.run(fmax=fmax, steps=steps))
 
 
@@ -119,7 +121,7 @@ def neb_barrier(
     fmax : float
         Force convergence (eV/Angstrom) for endpoints and band.
     steps : int
-        Maximum optimiser steps, for each endpoint and for the band.
+        Maximum optimiser steps (FIRE), for each endpoint and for the band.
     climb : bool
         Climbing image (the highest image climbs to the saddle point).
     relax_endpoints : bool

@@ -4,9 +4,10 @@
   ``attack-cartesian``, ``random``) from seeds drawn out of the dataset's labelled rows.
 * :func:`md_walker_job`: one Langevin walker driven by the exported committee inside
   OpenMM (``md``; ``biased-md`` with the UDD bias on). It keeps a frame every ``interval``
-  steps and stops at the first unstable frame: non-finite coordinates, or a bond
-  stretched or compressed by more than 0.5 Angstrom. The stable flag feeds the loop's
-  stable-MD fraction.
+  steps and stops at the first unstable frame: non-finite coordinates, a bond
+  stretched or compressed by more than 0.5 Angstrom, or two atoms that are not 1-2 or
+  1-3 neighbours closer than 0.7 Angstrom (``min_distance``). The stable flag feeds the
+  loop's stable-MD fraction.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def md_walker_job(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     from advmd import units
     from advmd.attacks.job import molecule_graph
+    from advmd.md.stability import Frame, MinimumDistanceChecker
     from advmd.openmm import create_system
 
     numbers, start = spec["numbers"], np.asarray(spec["start"], dtype=np.float64)
@@ -94,6 +96,8 @@ def md_walker_job(spec: Dict[str, Any]) -> Dict[str, Any]:
         topology = openmm_topology(numbers, bonds)
     bonds = np.asarray(bonds, dtype=int).reshape(-1, 2)
     reference = np.linalg.norm(start[bonds[:, 1]] - start[bonds[:, 0]], axis=1)
+    # atoms that are not 1-2 or 1-3 neighbours may not collapse onto each other (a hole in the committee)
+    close = MinimumDistanceChecker.from_topology(topology, float(spec.get("min_distance", 0.7)))
     system = create_system(topology, spec["model"], bias_strength=float(spec.get("bias_strength", 0.0)))
     integrator = openmm.LangevinMiddleIntegrator(
         float(spec["temperature"]) * unit.kelvin, 1.0 / unit.picosecond, float(spec["timestep_fs"]) * unit.femtoseconds
@@ -119,6 +123,12 @@ def md_walker_job(spec: Dict[str, Any]) -> Dict[str, Any]:
         if deviation.max() > 0.5:
             k = int(np.argmax(deviation))
             stable, reason = False, f"bond {bonds[k, 0]}-{bonds[k, 1]} off by {deviation[k]:.2f} A"
+            break
+        collapse = close.check(
+            Frame(step=step, time_ps=step * float(spec["timestep_fs"]) * 1e-3, positions=x, potential_energy=0.0)
+        )
+        if collapse is not None:
+            stable, reason = False, collapse
             break
         frames.append(np.asarray(x))
     return {

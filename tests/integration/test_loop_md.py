@@ -66,3 +66,14 @@ def test_alanine_loop_with_md_sources(tmp_path):
     assert first["md"]["walkers"] == 3 and 0.0 <= first["md"]["stable_fraction"] <= 1.0
     assert first["labels"]["new"] == first["selection"]["counts"]["selected"]
     assert "grid" in first and first["grid"]["n_points"] >= 1 and first["coverage"] > 0
+
+
+def test_md_walker_stops_when_non_bonded_atoms_collapse():
+    # A committee hole seen in the alanine experiment: a methyl H of the acetyl cap (atom 3) fell onto the
+    # carbonyl O (atom 5, a 1-4 pair) with every bond intact. The walker must stop there, not keep the frame.
+    start = walker()["start"].copy()
+    direction = start[3] - start[5]
+    start[3] = start[5] + 0.4 * direction / np.linalg.norm(direction)
+    result = md_walker_job(walker(start=start, interval=1, frames=3))
+    assert not result["stable"] and "atoms 3 and 5" in result["reason"] and "closer than the minimum 0.7" in result["reason"]
+    assert len(result["frames"]) == 0
