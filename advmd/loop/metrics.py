@@ -172,7 +172,8 @@ def generation_metrics(
         }
         grid_energy, grid_sigma = committee_statistics(committee, numbers, holdout["grid_positions"])
     dataset = runner.dataset
-    rows = list(dataset.rows(label_status="done"))
+    # as of generation g (a resumed or extended run holds later rows too): initial data and rows of generations <= g
+    rows = [r for r in dataset.rows(label_status="done") if r.get("source") == "initial" or r.generation <= g]
     positions = np.array([r.positions for r in rows]) if rows else np.zeros((0, len(numbers), 3))
     generations = np.array([r.generation if r.get("source") != "initial" else -1 for r in rows])
     cv = collective_variables(runner.system, positions)

@@ -92,6 +92,10 @@ def test_double_well_loop_lowers_the_error(tmp_path):
     loop = [read_metadata(tmp_path / "run" / f"gen-{g:03d}" / "committee.pt")["loop"] for g in range(3)]
     assert [m["fine_tuned"] for m in loop] == [False, True, True]
     assert [m["learning_rate"] for m in loop] == [5e-3, 4e-3, 4e-3]
+    # rerunning the finished loop recomputes the metrics as of each generation, not of the final dataset
+    again = run_loop(config_for(tmp_path / "run"), progress=False)["generations"]
+    assert [m["labels"]["total"] for m in again] == [m["labels"]["total"] for m in generations]
+    assert [m["coverage"] for m in again] == [m["coverage"] for m in generations]
 
 
 def test_resume_after_kill_gives_the_same_dataset(tmp_path):
