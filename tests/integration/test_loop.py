@@ -108,7 +108,9 @@ def test_resume_after_kill_gives_the_same_dataset(tmp_path):
         f'[run]\ndirectory = "{killed}"\ngenerations = 2\nseed = 3\n'
         '[system]\nname = "double-well"\ninitial = 400\ngrid = 12\n'
         "[model]\nmembers = 4\nhidden = [32, 32]\n"
-        "[training]\nepochs = 400\nfine_tune_epochs = 200\nbatch_size = 32\nlearning_rate = 5e-3\nenergy_cap = 10.0\n"
+        "[training]\nepochs = 400\nfine_tune_epochs = 200\nbatch_size = 32\nlearning_rate = 5e-3\n"
+        "fine_tune_learning_rate = 4e-3\n"
+        "energy_cap = 10.0\n"
         "[selection]\nbudget = 10\nrmsd = 0.02\nenergy_cap = 4.0\n"
         '[[sources]]\nkind = "attack-cartesian"\nseeds = 20\nsteps = 150\nlearning_rate = 0.02\ninit_std = 0.05\n'
         "kt = 0.5\nmax_norm = 0.6\n"
