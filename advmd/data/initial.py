@@ -140,6 +140,10 @@ def normal_mode_displacements(
     inv_sqrt_m = 1.0 / np.sqrt(masses)
     mass_weighted = hessian * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
     eigenvalues, eigenvectors = np.linalg.eigh(mass_weighted)
+    # An eigenvector's sign is arbitrary and LAPACK flips it on input changes of 1e-16 (two relaxations of
+    # the same molecule), which moved seeded structures by 0.1 A. Fix it: largest component positive.
+    largest = np.argmax(np.abs(eigenvectors), axis=0)
+    eigenvectors = eigenvectors * np.sign(eigenvectors[largest, np.arange(eigenvectors.shape[1])])
     n_external = 5 if _is_linear(atoms) else 6
     order = np.argsort(np.abs(eigenvalues))
     vibrational = np.sort(order[n_external:])

@@ -41,6 +41,11 @@ def test_ammonia_relaxation_hessian_and_thermal_displacements():
     expected = 6 * 0.5 * units.BOLTZMANN_EV_PER_K * 500.0
     assert energies.mean() == pytest.approx(expected, rel=0.3)
     assert np.all(energies > 0)
+    # Seeded structures do not depend on the arbitrary sign LAPACK gives each normal mode: a Hessian
+    # perturbed at 1e-12 (two relaxations of the same molecule differ that much) gives the same ones.
+    noise = np.random.default_rng(0).normal(size=hessian.shape) * 1e-12
+    again = normal_mode_displacements(ground, hessian + 0.5 * (noise + noise.T), 78, (250.0, 750.0), seed=1)
+    np.testing.assert_allclose([a.positions for a in again], [a.positions for a in structures], atol=1e-8)
 
 
 def test_alanine_md_structures_are_seeded_and_constrained():
