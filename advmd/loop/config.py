@@ -34,7 +34,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         "learning_rate": 3e-3,
         "fine_tune_learning_rate": 3e-4,
         "threshold_percentile": 80.0,
-        "energy_cap": 0.0,
+        "energy_cap": 10.0,
     },
     "selection": {"budget": 12, "rmsd": 0.1, "energy_cap": 2.0},
     "executor": {"workers": 1, "scheduler": "", "threads": 1},
