@@ -2,14 +2,14 @@
 
 Each loop is an ``advmd loop`` run (system ``ammonia``: 78 normal-mode displaced structures
 at 250-750 K around the GFN2-xTB minimum, as the paper's 78 Hessian-displaced geometries).
-Per generation, 30 new structures from either
+Per generation, 30 new structures from one of
 
-* adversarial-kT5 (not in the paper): the same attacks at kT = 5 kcal/mol, or
 * adversarial: Cartesian attacks, Eq. 13 with kT = 20 kcal/mol (0.867 eV), Adam, 60 steps,
-  learning rate 0.01, init N(0, 0.01 A) (the paper's settings), or
+  learning rate 0.01, init N(0, 0.01 A) (the paper's settings);
+* adversarial-kT5 (not in the paper): the same attacks at kT = 5 kcal/mol;
 * random: each coordinate displaced by U(-0.3, 0.3) A (the paper's sigma_delta = 0.3 A),
 
-with the same selection for both (no deduplication, an Eq. 8 threshold at the 1st
+with the same selection for all (no deduplication, an Eq. 8 threshold at the 1st
 percentile so that the 30-label budget, not the threshold, decides) and GFN2-xTB labels.
 
 Every committee of every generation is then measured twice:
@@ -21,11 +21,10 @@ Every committee of every generation is then measured twice:
   [0.80, 2.55] A or the energy falls 0.05 eV below the committee's own minimum. All runs
   of a committee integrate together (``engine="batched"``).
 
-Writes ``<out>/report.md`` (the numbers only; the prose is written by hand around them),
-``<out>/ammonia.png`` and ``<out>/results.json``; loops go to ``<out>/runs`` and are
+Writes ``<out>/ammonia.png`` and ``<out>/results.json`` and prints the table of ``report.md``; loops go to ``<out>/runs`` and are
 resumable, and each committee's measurements are cached next to it (``analysis.json``).
 
-Usage: python scripts/experiment_ammonia.py [--loops 2] [--generations 3] [--runs 32] [--out docs/experiments/ammonia]
+Usage: python scripts/experiment_ammonia.py [--loops 1] [--generations 3] [--runs 24] [--out docs/experiments/ammonia]
 """
 
 import argparse
@@ -260,9 +259,9 @@ def table(results: list, reference: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loops", type=int, default=2)
+    parser.add_argument("--loops", type=int, default=1)
     parser.add_argument("--generations", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=32, help="stability-test trajectories per committee")
+    parser.add_argument("--runs", type=int, default=24, help="stability-test trajectories per committee")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/experiments/ammonia")
     args = parser.parse_args()

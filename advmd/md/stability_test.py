@@ -135,9 +135,8 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
     return True, float("nan"), ""
 
 
-def _batched_runs(
-    model, numbers, positions, bonds, temperatures, duration_ps, timestep_fs, friction, criteria, check_interval, seed, threads
-) -> List[Tuple[bool, float, str]]:
+def _batched_runs(common: Dict[str, Any], temperatures, seed: int, threads) -> List[Tuple[bool, float, str]]:
+    """All temperatures as replicas of one batched committee evaluation per step (in this process)."""
     import torch
     from ase.data import atomic_masses
 
@@ -146,24 +145,22 @@ def _batched_runs(
 
     if threads:
         torch.set_num_threads(int(threads))
-    numbers = [int(z) for z in numbers]
-    committee, _ = load_trainable_committee(model)
+    numbers, timestep_fs = common["numbers"], common["timestep_fs"]
+    committee, _ = load_trainable_committee(common["model"])
     committee.eval()
-    topology = topology_from_numbers(numbers, [tuple(map(int, b)) for b in bonds])
-    positions = np.asarray(positions, dtype=float)
-    checkers = _build_checkers(criteria, topology, positions, numbers)
-    steps = int(round(duration_ps * 1000.0 / timestep_fs))
+    topology = topology_from_numbers(numbers, common["bonds"])
+    positions = np.asarray(common["positions_angstrom"], dtype=float)
     result = run_replicas(
         committee_energy_function(committee, numbers),
         atomic_masses[numbers],
         positions,
         temperatures,
-        steps,
-        timestep_fs,
-        friction,
-        checkers,
-        int(check_interval),
-        int(seed),
+        steps=int(round(common["duration_ps"] * 1000.0 / timestep_fs)),
+        timestep_fs=timestep_fs,
+        friction_per_ps=common["friction"],
+        checkers=_build_checkers(common["criteria"], topology, positions, numbers),
+        check_interval=common["check_interval"],
+        seed=seed,
     )
     return [
         (ok, float("nan") if ok else k * timestep_fs / 1000.0, reason)
@@ -240,38 +237,21 @@ def stability_test(
         "model": str(model),
         "engine": engine,
     }
-    if engine == "batched":
-        outcomes = _batched_runs(
-            model,
-            numbers,
-            positions_angstrom,
-            bonds,
-            temperatures,
-            duration_ps,
-            timestep_fs,
-            friction_per_ps,
-            criteria,
-            check_interval,
-            seed,
-            processes,
-        )
-    else:
-        outcomes = _openmm_runs(
-            model,
-            numbers,
-            positions_angstrom,
-            bonds,
-            temperatures,
-            duration_ps,
-            timestep_fs,
-            friction_per_ps,
-            criteria,
-            check_interval,
-            seed,
-            platform,
-            bias_strength,
-            processes,
-        )
+    common = {
+        "model": str(model),
+        "numbers": [int(z) for z in numbers],
+        "positions_angstrom": np.asarray(positions_angstrom, dtype=float).tolist(),
+        "bonds": [tuple(map(int, b)) for b in bonds],
+        "duration_ps": float(duration_ps),
+        "timestep_fs": float(timestep_fs),
+        "friction": float(friction_per_ps),
+        "criteria": criteria,
+        "check_interval": int(check_interval),
+        "platform": platform,
+        "bias_strength": float(bias_strength),
+    }
+    run = _batched_runs if engine == "batched" else _openmm_runs
+    outcomes = run(common, temperatures, int(seed), processes)
     return StabilityTestResult(
         temperatures_k=[float(t) for t in temperatures],
         stable=[o[0] for o in outcomes],
@@ -282,40 +262,9 @@ def stability_test(
     )
 
 
-def _openmm_runs(
-    model,
-    numbers,
-    positions_angstrom,
-    bonds,
-    temperatures,
-    duration_ps,
-    timestep_fs,
-    friction_per_ps,
-    criteria,
-    check_interval,
-    seed,
-    platform,
-    bias_strength,
-    processes,
-) -> List[Tuple[bool, float, str]]:
-    tasks = [
-        {
-            "model": str(model),
-            "numbers": [int(z) for z in numbers],
-            "positions_angstrom": np.asarray(positions_angstrom, dtype=float).tolist(),
-            "bonds": [tuple(map(int, b)) for b in bonds],
-            "temperature": float(t),
-            "duration_ps": float(duration_ps),
-            "timestep_fs": float(timestep_fs),
-            "friction": float(friction_per_ps),
-            "criteria": criteria,
-            "check_interval": int(check_interval),
-            "seed": int(seed) * 100003 + k,
-            "platform": platform,
-            "bias_strength": float(bias_strength),
-        }
-        for k, t in enumerate(temperatures)
-    ]
+def _openmm_runs(common: Dict[str, Any], temperatures, seed: int, processes) -> List[Tuple[bool, float, str]]:
+    """One OpenMM simulation per temperature, in spawned worker processes."""
+    tasks = [{**common, "temperature": float(t), "seed": seed * 100003 + k} for k, t in enumerate(temperatures)]
     workers = processes or os.cpu_count() or 1
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         return list(pool.map(_one_run, tasks))
