@@ -17,7 +17,8 @@ Ratios (the performance issue's list):
 8. peak memory of each configuration, each in a fresh process (resident set size, with
    the process's baseline after imports and model set-up).
 
-Times are medians over repeats of the mean over a few calls. Speed is never
+Times are medians over repeats of the mean over a few calls; the functions of a ratio are
+timed interleaved, repeat by repeat, and the ratio is the median of per-repeat ratios. Speed is never
 asserted by tests; tests guard the correctness of every fast path.
 """
 
@@ -63,21 +64,30 @@ class BenchRow:
         return "ok" if ok else "MISSED"
 
 
-def _timed(fn: Callable[[], object], repeats: int, budget_s: float = 0.3) -> float:
-    """Median over ``repeats`` of the mean time of enough calls to fill ``budget_s`` (seconds)."""
-    fn()
-    fn()
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    inner = max(1, int(budget_s / max(first, 1e-6)))
-    samples = []
-    for _ in range(repeats):
+def _paired(fns: Sequence[Callable[[], object]], repeats: int, budget_s: float = 0.2) -> Tuple[List[float], List[float]]:
+    """Interleaved timing of several functions: (median time of each, median ratio of each to the first).
+
+    Each repeat times every function in turn (enough calls to fill ``budget_s``), so slow
+    drifts of the machine's speed (a shared host) affect the numerator and denominator of a
+    ratio alike; the ratio printed is the median of the per-repeat ratios.
+    """
+    inner = []
+    for fn in fns:
+        fn()
+        fn()
         start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
+        fn()
+        inner.append(max(1, int(budget_s / max(time.perf_counter() - start, 1e-6))))
+    samples: List[List[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(inner[k]):
+                fn()
+            samples[k].append((time.perf_counter() - start) / inner[k])
+    medians = [statistics.median(x) for x in samples]
+    ratios = [statistics.median(b / a for a, b in zip(samples[0], x)) for x in samples]
+    return medians, ratios
 
 
 def system(n_atoms: int) -> Tuple[object, object, Optional[np.ndarray], torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -138,11 +148,6 @@ def _simulation(topology, positions, model, backend: str, strength_nm: float, pl
     return simulation
 
 
-def _step_time(simulation, repeats: int) -> float:
-    simulation.step(2)
-    return _timed(lambda: simulation.step(1), repeats)
-
-
 def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]) -> Dict[str, float]:
     """Items 1, 2 and 4 at one size; returns the raw times (seconds)."""
     from advmd.openmm.forces import _PeriodicTorchForceModule, _TorchForceModule
@@ -151,15 +156,28 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
     committee, member = models()
     section = f"{n_atoms} atoms"
     t: Dict[str, float] = {}
-    scripted_member = torch.jit.freeze(torch.jit.script(member))
-    t["member"] = _timed(lambda: member_energy_forces(scripted_member, xyz, numbers, cell), repeats)
-    scripted_potential = torch.jit.freeze(torch.jit.script(potential(committee)))
     zero = torch.tensor(0.0)
-    t["committee"] = _timed(lambda: scripted_potential(xyz, numbers, cell, zero), repeats)
+    scripted_member = torch.jit.freeze(torch.jit.script(member))
+    scripted_potential = torch.jit.freeze(torch.jit.script(potential(committee)))
+    fast_member = torch.jit.freeze(torch.jit.script(member.tabulated()))
+    fast_potential = torch.jit.freeze(torch.jit.script(potential(committee.tabulated())))
+    (t["member"], t["committee"], t["member_tab"], t["committee_tab"]), ratios = _paired(
+        [
+            lambda: member_energy_forces(scripted_member, xyz, numbers, cell),
+            lambda: scripted_potential(xyz, numbers, cell, zero),
+            lambda: member_energy_forces(fast_member, xyz, numbers, cell),
+            lambda: fast_potential(xyz, numbers, cell, zero),
+        ],
+        repeats,
+    )
     rows.append(BenchRow(section, "one member energy+forces", t["member"] * 1e3, "ms"))
     rows.append(BenchRow(section, "committee M=5 energy+forces+statistics", t["committee"] * 1e3, "ms"))
     limit = "<= 2.0" if n_atoms <= 100 else "<= 3.0"
-    rows.append(BenchRow(section, "ratio committee / one member", t["committee"] / t["member"], "x", limit))
+    rows.append(BenchRow(section, "ratio committee / one member", ratios[1], "x", limit))
+    rows.append(BenchRow(section, "tabulated filters: one member", t["member_tab"] * 1e3, "ms"))
+    rows.append(BenchRow(section, "tabulated filters: committee M=5", t["committee_tab"] * 1e3, "ms"))
+    rows.append(BenchRow(section, "tabulated: ratio committee / one member", ratios[3] / ratios[2], "x", limit))
+    rows.append(BenchRow(section, "tabulated / exact committee time", ratios[3] / ratios[1], "x"))
 
     # The raw call: the very module TorchForce runs (OpenMM units in and out), frozen, called directly.
     boundary_cls = _TorchForceModule if box is None else _PeriodicTorchForceModule
@@ -169,20 +187,25 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
     box_nm = None if box is None else torch.tensor(box / 10.0, dtype=torch.float64)
     parameters = [torch.tensor(0.0, dtype=torch.float64) for _ in range(6)]
     if box_nm is None:
-        t["raw"] = _timed(lambda: boundary(positions_nm, *parameters), repeats)
+        raw = lambda: boundary(positions_nm, *parameters)  # noqa: E731
     else:
-        t["raw"] = _timed(lambda: boundary(positions_nm, box_nm, *parameters), repeats)
+        raw = lambda: boundary(positions_nm, box_nm, *parameters)  # noqa: E731
     backends = ("torch", "python") if n_atoms <= 100 else ("torch",)
-    for backend in backends:
-        simulation = _simulation(topology, positions, potential(committee), backend, 0.0, platform)
-        t[f"step_{backend}"] = _step_time(simulation, repeats)
+    simulations = [_simulation(topology, positions, potential(committee), b, 0.0, platform) for b in backends]
+    hal = _simulation(topology, positions, potential(committee), "torch", HAL_STRENGTH_ANGSTROM / 10.0, platform)
+    for simulation in simulations + [hal]:
+        simulation.step(2)
+    steps = [lambda sim=sim: sim.step(1) for sim in simulations]
+    medians, ratios = _paired([raw] + steps + [lambda: hal.step(1)], repeats if n_atoms <= 100 else max(1, repeats // 2))
+    t["raw"] = medians[0]
+    for k, backend in enumerate(backends):
+        t[f"step_{backend}"] = medians[1 + k]
         label = "TorchForce" if backend == "torch" else "PythonForce"
-        rows.append(BenchRow(section, f"OpenMM step, {label}, mean only", t[f"step_{backend}"] * 1e3, "ms"))
-        rows.append(BenchRow(section, f"ratio {label} step / raw call", t[f"step_{backend}"] / t["raw"], "x", "<= 1.05"))
-    simulation = _simulation(topology, positions, potential(committee), "torch", HAL_STRENGTH_ANGSTROM / 10.0, platform)
-    t["step_hal"] = _step_time(simulation, max(1, repeats // 2))
+        rows.append(BenchRow(section, f"OpenMM step, {label}, mean only", medians[1 + k] * 1e3, "ms"))
+        rows.append(BenchRow(section, f"ratio {label} step / raw call", ratios[1 + k], "x", "<= 1.05"))
+    t["step_hal"] = medians[-1]
     rows.append(BenchRow(section, "OpenMM step, TorchForce, HAL sigma_F bias", t["step_hal"] * 1e3, "ms"))
-    rows.append(BenchRow(section, "ratio sigma_F-bias step / mean-only step", t["step_hal"] / t["step_torch"], "x", "<= 2.0"))
+    rows.append(BenchRow(section, "ratio sigma_F-bias step / mean-only step", ratios[-1] / ratios[1], "x", "<= 2.0"))
     return t
 
 
@@ -196,11 +219,10 @@ def measure_logging(repeats: int, platform: str, rows: List[BenchRow]) -> None:
     logged = _simulation(topology, positions, potential(committee), "torch", 0.0, platform)
     with tempfile.TemporaryDirectory() as tmp:
         logged.reporters.append(UncertaintyReporter(Path(tmp) / "uncertainty.csv", 1))
-        t_plain = _step_time(plain, repeats)
-        t_logged = _step_time(logged, repeats)
+        (_, t_logged), (_, ratio) = _paired([lambda: plain.step(1), lambda: logged.step(1)], repeats)
         logged.reporters[0].close()
     rows.append(BenchRow("22 atoms", "OpenMM step, sigma logged every step", t_logged * 1e3, "ms"))
-    rows.append(BenchRow("22 atoms", "ratio logged / plain step", t_logged / t_plain, "x", "<= 1.10"))
+    rows.append(BenchRow("22 atoms", "ratio logged / plain step", ratio, "x", "<= 1.10"))
 
 
 def measure_ase(repeats: int, platform: str, rows: List[BenchRow]) -> None:
@@ -217,12 +239,11 @@ def measure_ase(repeats: int, platform: str, rows: List[BenchRow]) -> None:
     dynamics = Langevin(
         atoms, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs, fixcm=False, rng=np.random.default_rng(1)
     )
-    t_ase = _timed(lambda: dynamics.run(1), repeats)
     simulation = _simulation(topology, positions, potential(committee), "torch", 0.0, platform)
-    t_openmm = _step_time(simulation, repeats)
+    (t_ase, t_openmm), (_, ratio) = _paired([lambda: dynamics.run(1), lambda: simulation.step(1)], repeats)
     rows.append(BenchRow("22 atoms", "ASE Langevin, steps per second", 1.0 / t_ase, "1/s"))
     rows.append(BenchRow("22 atoms", "OpenMM LangevinMiddle, steps per second", 1.0 / t_openmm, "1/s"))
-    rows.append(BenchRow("22 atoms", "ratio OpenMM / ASE steps per second", t_ase / t_openmm, "x", ">= 3.0"))
+    rows.append(BenchRow("22 atoms", "ratio OpenMM / ASE steps per second", 1.0 / ratio, "x", ">= 3.0"))
 
 
 def measure_attacks(seeds: int, steps: int, repeats: int, rows: List[BenchRow]) -> None:
@@ -245,12 +266,11 @@ def measure_attacks(seeds: int, steps: int, repeats: int, rows: List[BenchRow]) 
         for k in range(seeds):
             attack(committee, z, starts[k : k + 1], rotation, config)
 
-    t_batched = _timed(batched, repeats, 0.0)
-    t_looped = _timed(looped, repeats, 0.0)
+    (t_batched, t_looped), (_, ratio) = _paired([batched, looped], repeats, 0.0)
     section = "attacks"
     rows.append(BenchRow(section, f"{seeds} phi/psi attacks x {steps} steps, batched", t_batched, "s"))
     rows.append(BenchRow(section, f"{seeds} phi/psi attacks x {steps} steps, looped", t_looped, "s"))
-    rows.append(BenchRow(section, "ratio looped / batched", t_looped / t_batched, "x", ">= 10"))
+    rows.append(BenchRow(section, "ratio looped / batched", ratio, "x", ">= 10"))
 
 
 def _peak_rss_mb() -> float:

@@ -263,6 +263,7 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
     import torch
 
     from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_committee, make_bias
+    from advmd.committee.export import exact_state_dict
 
     module, metadata = load_committee(args.model)
     if metadata["architecture"]["class"] != "SchNetCommittee":
@@ -270,7 +271,7 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
             f"advmd export: re-exporting needs a SchNetCommittee model, {args.model} holds {metadata['architecture']['class']}"
         )
     committee = SchNetCommittee(**metadata["architecture"]["hyperparameters"]).to(getattr(torch, metadata["dtype"]))
-    committee.load_state_dict(module.committee.state_dict())
+    committee.load_state_dict(exact_state_dict(module.committee))
     form = args.bias or metadata["bias"]["form"]
     parameters = {}
     if form == "udd":
@@ -278,8 +279,9 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
     strength = args.default_strength if args.default_strength is not None else metadata["bias"]["default_strength"]
     keep = {k: v for k, v in metadata.items() if k in ("uncertainty_threshold", "training_metrics", "demo")}
     potential = CommitteePotential(committee, make_bias(form, committee.n_members, **parameters))
-    export_committee(potential, args.out, default_strength=strength, extra_metadata=keep)
-    _write(out, f"wrote {args.out}: bias {form} {parameters or ''} default strength {strength}")
+    export_committee(potential, args.out, default_strength=strength, extra_metadata=keep, tabulate=args.tabulate)
+    tables = f", filters tabulated every {args.tabulate} A" if args.tabulate else ""
+    _write(out, f"wrote {args.out}: bias {form} {parameters or ''} default strength {strength}{tables}")
     return 0
 
 
@@ -567,6 +569,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--bias", choices=("none", "udd", "hal"), default=None, help="bias form (default: keep)")
     exp.add_argument("--width", type=float, default=None, help="UDD width B in eV")
     exp.add_argument("--default-strength", type=float, default=None, help="in the bias's unit (eV for udd, Angstrom for hal)")
+    exp.add_argument(
+        "--tabulate",
+        type=float,
+        nargs="?",
+        const=0.025,
+        default=None,
+        metavar="SPACING",
+        help="fast inference: SchNet filters from quintic tables, knots every SPACING A (default 0.025)",
+    )
 
     md = verbs.add_parser("md", help="monitored, checkpointed committee MD from a TOML config (rerun to resume)")
     md.add_argument("--config", required=True, help="TOML config (see 'advmd example-config md')")

@@ -101,6 +101,7 @@ def export_committee(
     path: PathLike,
     default_strength: float = 0.0,
     extra_metadata: Optional[Dict[str, Any]] = None,
+    tabulate: Optional[float] = None,
 ) -> Path:
     """Script and save a committee potential with its metadata in one file.
 
@@ -114,6 +115,12 @@ def export_committee(
         (eV for ``udd``, Angstrom for ``hal``).
     extra_metadata : dict, optional
         JSON-serialisable additions (e.g. a calibrated uncertainty threshold).
+    tabulate : float, optional, unit Angstrom
+        Write the fast inference form of a SchNet committee, its filters from quintic
+        tables with this knot spacing (see
+        :meth:`~advmd.committee.SchNetCommittee.tabulated`; 0.025 is a good value). The
+        metadata records the spacing; :func:`load_trainable_committee` still returns the
+        exact, trainable model.
 
     Returns
     -------
@@ -131,7 +138,19 @@ def export_committee(
         raise ValueError(f"export: default_strength must be a finite number, got {default_strength!r}")
     if potential.bias.form in ("udd", "hal") and default_strength < 0:
         raise ValueError(f"export: default_strength must be >= 0 for bias form {potential.bias.form!r}, got {default_strength}")
+    if tabulate is not None:
+        committee = getattr(potential, "committee", None)
+        if isinstance(potential, torch.jit.ScriptModule) or not hasattr(committee, "tabulated"):
+            raise ValueError("export: tabulate needs the eager CommitteePotential of a SchNetCommittee")
+        if not getattr(committee, "uses_tables", False):
+            import copy
+
+            potential = copy.copy(potential)  # a shallow copy: the caller's potential keeps its exact committee
+            potential._modules = dict(potential._modules)
+            potential._modules["committee"] = committee.tabulated(tabulate)
     metadata = _build_metadata(potential, default_strength, extra_metadata)
+    if getattr(potential.committee, "uses_tables", False):
+        metadata["tabulated"] = {"filters": "quintic Hermite", "spacing_angstrom": float(potential.committee.table_spacing)}
     scripted = potential if isinstance(potential, torch.jit.ScriptModule) else torch.jit.script(potential)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,5 +239,10 @@ def load_trainable_committee(path: PathLike) -> Tuple[torch.nn.Module, Dict[str,
             f"committee ({', '.join(classes)}), e.g. one trained with 'advmd train'"
         )
     committee = classes[architecture["class"]](**architecture["hyperparameters"]).to(getattr(torch, metadata["dtype"]))
-    committee.load_state_dict(module.committee.state_dict())
+    committee.load_state_dict(exact_state_dict(module.committee))
     return committee, metadata
+
+
+def exact_state_dict(committee: torch.nn.Module) -> Dict[str, Any]:
+    """The weights of a (possibly scripted, possibly tabulated) committee, without filter tables."""
+    return {k: v for k, v in committee.state_dict().items() if k != "filter_table"}

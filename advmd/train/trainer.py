@@ -276,6 +276,11 @@ def train_committee(
     """
     config = config or TrainingConfig()
     config.validate()
+    if getattr(committee, "uses_tables", False):
+        raise ValueError(
+            "train_committee: this committee is a tabulated inference copy (frozen weights, filters from tables); "
+            "train the exact committee (e.g. from advmd.committee.load_trainable_committee) and tabulate after"
+        )
     if len(data) < 2:
         raise ValueError(f"training needs at least 2 structures, got {len(data)}")
     rng = np.random.default_rng(config.seed)

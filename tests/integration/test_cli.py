@@ -81,3 +81,24 @@ def test_export_changes_the_bias_and_keeps_the_weights(model_file, tmp_path, ala
     torch.testing.assert_close(
         new(positions, numbers, None, zero)["mean_forces"], old(positions, numbers, None, zero)["mean_forces"]
     )
+
+
+def test_export_tabulate_writes_the_fast_form_and_re_export_recovers_the_exact_model(model_file, tmp_path, alanine):
+    import torch
+
+    from advmd.committee import load_committee
+
+    fast_path, exact_path = tmp_path / "fast.pt", tmp_path / "exact.pt"
+    assert main(["export", str(model_file), "--out", str(fast_path), "--tabulate"], out=io.StringIO()) == 0
+    assert main(["export", str(fast_path), "--out", str(exact_path)], out=io.StringIO()) == 0
+    fast, metadata = load_committee(fast_path)
+    exact, exact_metadata = load_committee(exact_path)
+    old, _ = load_committee(model_file)
+    assert metadata["tabulated"]["spacing_angstrom"] == pytest.approx(0.025)
+    assert "tabulated" not in exact_metadata and not exact.committee.uses_tables
+    positions, numbers = alanine
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    reference = old(positions, numbers, None, zero)
+    torch.testing.assert_close(exact(positions, numbers, None, zero)["forces"], reference["forces"], atol=0, rtol=0)
+    torch.testing.assert_close(fast(positions, numbers, None, zero)["forces"], reference["forces"], atol=1e-9, rtol=0)
+    assert not torch.equal(fast(positions, numbers, None, zero)["forces"], reference["forces"])
