@@ -198,12 +198,21 @@ def test_python_force_survives_xml_serialization(alanine_pdb):
     assert read_uncertainty(contexts[0]) == readouts[1]
 
 
-def test_exported_file_is_a_valid_model_argument(alanine_pdb, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_exported_file_is_a_valid_model_argument(alanine_pdb, tmp_path, backend):
+    import gc
+
     potential = small_potential("udd", width=0.05)
     path = export_committee(potential, tmp_path / "c.pt", default_strength=0.1)
-    system = create_system(alanine_pdb.topology, path)
+    system = create_system(alanine_pdb.topology, path, backend=backend)
+    gc.collect()  # the loaded file's module must live as long as the force (the python path freezes it)
     context = make_context(system, alanine_pdb.positions, "Reference")
     assert context.getParameter(parameter_names()["bias_strength"]) == pytest.approx(0.1 * units.EV_TO_KJ_PER_MOL)
+    positions = torch.tensor(alanine_pdb.getPositions(asNumpy=True)._value * 10.0, dtype=torch.float64)
+    numbers = torch.tensor([a.element.atomic_number for a in alanine_pdb.topology.atoms()])
+    expected = potential(positions, numbers, None, torch.tensor(0.1, dtype=torch.float64))["energy"]
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    assert energy == pytest.approx(float(expected) * units.EV_TO_KJ_PER_MOL, rel=1e-9)
 
 
 def system_for(topology):
