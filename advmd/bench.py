@@ -9,7 +9,8 @@ Ratios (the performance issue's list):
 
 1. OpenMM step / raw call of the same frozen module (TorchForce and PythonForce);
 2. committee / one member (energy and forces) at each size;
-3. step with sigma logged every step (UncertaintyReporter, interval 1) / plain step;
+3. step with sigma logged every step (UncertaintyReporter, interval 1) / plain step, TorchForce and
+   PythonForce (``every_step=True``: the force's own evaluations, no extra model call);
 4. sigma_F (HAL) bias step / mean-only step;
 5. t(3000) / t(648) for one member;
 6. advmd OpenMM MD / the same potential in ASE's Langevin (a Python loop), steps per second;
@@ -210,19 +211,33 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
 
 
 def measure_logging(repeats: int, platform: str, rows: List[BenchRow]) -> None:
-    """Item 3: the UncertaintyReporter at interval 1 on alanine dipeptide."""
+    """Item 3: the UncertaintyReporter at interval 1 on alanine dipeptide, both force paths.
+
+    TorchForce: each report asks OpenMM for the energy and the statistics, which evaluates
+    the model again. PythonForce with ``every_step=True``: the force records its own
+    evaluations and the reporter writes them, with no model call of its own.
+    """
     from advmd.openmm.reporters import UncertaintyReporter
 
     topology, positions, *_ = system(22)
     committee, _ = models()
-    plain = _simulation(topology, positions, potential(committee), "torch", 0.0, platform)
-    logged = _simulation(topology, positions, potential(committee), "torch", 0.0, platform)
+    sims = {
+        (backend, logged): _simulation(topology, positions, potential(committee), backend, 0.0, platform)
+        for backend in ("torch", "python")
+        for logged in (False, True)
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        logged.reporters.append(UncertaintyReporter(Path(tmp) / "uncertainty.csv", 1))
-        (_, t_logged), (_, ratio) = _paired([lambda: plain.step(1), lambda: logged.step(1)], repeats)
-        logged.reporters[0].close()
-    rows.append(BenchRow("22 atoms", "OpenMM step, sigma logged every step", t_logged * 1e3, "ms"))
-    rows.append(BenchRow("22 atoms", "ratio logged / plain step", ratio, "x", "<= 1.10"))
+        sims[("torch", True)].reporters.append(UncertaintyReporter(Path(tmp) / "torch.csv", 1))
+        sims[("python", True)].reporters.append(UncertaintyReporter(Path(tmp) / "python.csv", 1, every_step=True))
+        order = [("torch", False), ("torch", True), ("python", False), ("python", True)]
+        medians, ratios = _paired([lambda sim=sims[key]: sim.step(1) for key in order], repeats)
+        for key in order:
+            for reporter in sims[key].reporters:
+                reporter.close()
+    rows.append(BenchRow("22 atoms", "TorchForce step, sigma logged every step", medians[1] * 1e3, "ms"))
+    rows.append(BenchRow("22 atoms", "ratio logged / plain step, TorchForce", ratios[1], "x", "<= 1.10"))
+    rows.append(BenchRow("22 atoms", "PythonForce step, every_step log", medians[3] * 1e3, "ms"))
+    rows.append(BenchRow("22 atoms", "ratio logged / plain step, PythonForce", ratios[3] / ratios[2], "x", "<= 1.10"))
 
 
 def measure_ase(repeats: int, platform: str, rows: List[BenchRow]) -> None:

@@ -41,7 +41,7 @@ MD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "integrator": {"kind": "langevin_middle", "temperature": 300.0, "timestep": 0.5, "friction": 1.0, "seed": 0},
     "run": {"steps": 20000, "platform": "CPU", "output": "md-run", "checkpoint_interval": 1000, "minimize": True},
     "bias": {"strength": 0.0, "schedule": []},
-    "report": {"interval": 100},
+    "report": {"interval": 100, "every_step": False},
     "watchdog": {
         "enabled": True,
         "bond_tolerance": 0.5,
@@ -108,6 +108,14 @@ def validate_md_config(config: Dict[str, Any]) -> None:
             raise ValueError(f"[integrator] {key} must be a number > 0, got {integ[key]!r}")
     if config["model"]["backend"] not in BACKENDS:
         raise ValueError(f"[model] backend must be one of {BACKENDS}, got {config['model']['backend']!r}")
+    every_step = config["report"]["every_step"]
+    if not isinstance(every_step, bool):
+        raise ValueError(f"[report] every_step must be true or false, got {every_step!r}")
+    if every_step and config["model"]["backend"] != "python":
+        raise ValueError(
+            "[report] every_step = true needs [model] backend = \"python\" (the force records its own evaluations); "
+            f"got backend {config['model']['backend']!r}"
+        )
     for section, key in (("system", "pdb"), ("model", "file")):
         value = config[section][key]
         if value and not Path(value).is_file():
@@ -263,7 +271,9 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         except Exception as error:  # a kill mid-write can corrupt HDF5: rebuild it from the (repaired) CSV
             logger.warning("rebuilding %s from %s: %s", h5_path, csv_path, error)
             rebuild_hdf5_from_csv(csv_path, h5_path)
-    reporter = UncertaintyReporter(csv_path, interval, append=resumed_from is not None, hdf5=h5_path)
+    reporter = UncertaintyReporter(
+        csv_path, interval, append=resumed_from is not None, hdf5=h5_path, every_step=config["report"]["every_step"]
+    )
     simulation.reporters.append(reporter)
     watchdog = None
     if config["watchdog"]["enabled"]:

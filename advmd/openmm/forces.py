@@ -49,8 +49,9 @@ import math
 import os
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -216,10 +217,15 @@ _LOCK = threading.Lock()
 class CommitteeComputation:
     """The callable a ``PythonForce`` runs: committee energy and forces in OpenMM units.
 
-    Keeps the statistics of its last evaluation in :attr:`last` (OpenMM units).
-    Picklable (the scripted module travels as bytes), so the force can be
-    serialised with ``XmlSerializer``.
+    Keeps the statistics of its last evaluation in :attr:`last` (OpenMM units), and,
+    while :attr:`history` is a deque (``start_recording``), one record per evaluation:
+    ``(step, time_ps, energy_kjmol, statistics, strength)`` with the five statistics as
+    in :attr:`last`. Picklable (the scripted module travels as bytes), so the force can
+    be serialised with ``XmlSerializer``.
     """
+
+    #: Records kept at most between two drains (about 100 MB); older ones are dropped.
+    HISTORY_LIMIT = 1_000_000
 
     def __init__(
         self, boundary: nn.Module, strength_name: str, periodic: bool, device: Union[str, torch.device] = "cpu", name: str = ""
@@ -232,11 +238,26 @@ class CommitteeComputation:
         self.last: Optional[Dict[str, float]] = None
         self.calls = 0
         self.keep_alive: Any = None
+        self.history: Optional[Deque[Tuple[int, float, float, np.ndarray, float]]] = None
         _COMPUTATIONS.add(self)
+
+    def start_recording(self) -> None:
+        """Record every evaluation from now on (idempotent); :meth:`drain` hands the records over."""
+        if self.history is None:
+            self.history = deque(maxlen=self.HISTORY_LIMIT)
+
+    def drain(self) -> List[Tuple[int, float, float, np.ndarray, float]]:
+        """The records since the last drain, oldest first."""
+        if not self.history:
+            return []
+        records = list(self.history)
+        self.history.clear()
+        return records
 
     def __call__(self, state: Any) -> Tuple[float, np.ndarray]:
         positions = torch.as_tensor(np.asarray(state.getPositions(asNumpy=True)._value), dtype=torch.float64, device=self.device)
-        strength = torch.tensor(float(state.getParameters()[self.strength_name]), dtype=torch.float64, device=self.device)
+        strength_value = float(state.getParameters()[self.strength_name])
+        strength = torch.tensor(strength_value, dtype=torch.float64, device=self.device)
         box: Optional[Tensor] = None
         if self.periodic:
             box = torch.as_tensor(
@@ -247,7 +268,10 @@ class CommitteeComputation:
         self.last = {stat: float(v) for stat, v in zip(STATISTICS, values)}
         self.last["max_deviation_atom"] = int(values[3])
         self.calls += 1
-        return float(energy), forces.detach().cpu().numpy()
+        energy_value = float(energy)
+        if self.history is not None:
+            self.history.append((int(state.getStepCount()), float(state.getTime()._value), energy_value, values, strength_value))
+        return energy_value, forces.detach().cpu().numpy()
 
     def __getstate__(self) -> Dict[str, Any]:
         buffer = io.BytesIO()
@@ -269,6 +293,7 @@ class CommitteeComputation:
         self.last = None
         self.calls = 0
         self.keep_alive = None
+        self.history = None
         _COMPUTATIONS.add(self)
 
 

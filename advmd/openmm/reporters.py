@@ -172,6 +172,18 @@ class UncertaintyReporter:
     hdf5 : path, optional
         Also write the rows to an HDF5 table ``/uncertainty`` (PyTables), with the same
         columns and the same restart behaviour.
+    every_step : bool
+        Log every step, not only report steps, at no extra model evaluation (needs the
+        ``backend="python"`` force). The force records each of its evaluations; every
+        report writes the rows recorded since the previous one. An integrator evaluates
+        the forces of step ``n`` at the start of the next step, so the rows of a report
+        reach up to the step before it (the last step of a run is written only if its
+        forces were evaluated, e.g. by a later step). ``potential_energy_kjmol`` is then
+        the committee force's energy, which is the potential energy when the committee is
+        the System's only energy term. Where several evaluations share a step (energy
+        minimisation, another reporter's energy request), the last one is written.
+        Without it, each report asks OpenMM for the energy, which evaluates the model once
+        more (at interval 1 that doubles the cost of a step).
     """
 
     def __init__(
@@ -181,6 +193,7 @@ class UncertaintyReporter:
         append: bool = False,
         parameter_prefix: Optional[str] = None,
         hdf5: Optional[Union[str, os.PathLike]] = None,
+        every_step: bool = False,
     ) -> None:
         self.path = Path(file)
         self.hdf5 = _HDF5Log(Path(hdf5), append) if hdf5 is not None else None
@@ -196,21 +209,69 @@ class UncertaintyReporter:
         self._handle = open(self.path, "a", newline="")
         self._writer = csv.writer(self._handle)
         self._atom_names: Optional[List[str]] = None
+        self.every_step = bool(every_step)
+        self._computations: Optional[List[Any]] = None
+
+    def _recorders(self, simulation: Any) -> List[Any]:
+        """The Python computations of the committee force, recording every evaluation (every_step mode)."""
+        if self._computations is None:
+            from advmd.openmm.forces import _COMPUTATIONS
+
+            force = _committee(simulation, self.prefix)
+            if force is None or "#" not in force.getName():
+                raise ValueError(
+                    "UncertaintyReporter(every_step=True) needs a committee force built with backend='python' "
+                    "(the force records its evaluations); a TorchForce cannot, so use every_step=False there"
+                )
+            found = [c for c in list(_COMPUTATIONS) if c.name == force.getName()]
+            if not found:
+                raise RuntimeError(f"could not find the Python computation of force {force.getName()!r} in this process")
+            for computation in found:
+                computation.start_recording()
+            self._computations = found
+        return self._computations
 
     def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
         steps = self.interval - simulation.currentStep % self.interval
+        if self.every_step:
+            self._recorders(simulation)
+            return {"steps": steps, "periodic": None, "include": []}
         return {"steps": steps, "periodic": None, "include": _include(simulation, self.prefix, ["energy"])}
+
+    def _write(self, row: List[Any]) -> None:
+        self._writer.writerow(row)
+        if self.hdf5 is not None and int(row[0]) > self.hdf5.last_step:
+            self.hdf5.write(row)
+        self.last_step = int(row[0])
+
+    def _report_recorded(self, simulation: Any) -> None:
+        """every_step mode: one row for each step evaluated since the last report."""
+        latest: Dict[int, Any] = {}
+        for computation in self._recorders(simulation):
+            for record in computation.drain():
+                latest[record[0]] = record
+        for step in sorted(latest):
+            if step <= self.last_step:
+                continue
+            _, time_ps, energy, values, strength = latest[step]
+            atom = int(values[3])
+            name = self._atom_names[atom] if 0 <= atom < len(self._atom_names) else ""
+            self._write([step, time_ps, energy, values[0], values[1], values[2], atom, name, values[4], strength])
+        self._handle.flush()
 
     def report(self, simulation: Any, state: Any) -> None:
         from openmm import unit
 
         from advmd.openmm.forces import parameter_names
 
+        if self._atom_names is None:
+            self._atom_names = [f"{a.residue.name}{a.residue.id}:{a.name}" for a in simulation.topology.atoms()]
+        if self.every_step:
+            self._report_recorded(simulation)
+            return
         step = int(simulation.currentStep)
         if step <= self.last_step:
             return
-        if self._atom_names is None:
-            self._atom_names = [f"{a.residue.name}{a.residue.id}:{a.name}" for a in simulation.topology.atoms()]
         u = _uncertainty(simulation, state, self.prefix)
         force = _committee(simulation, self.prefix)
         strength = math.nan
@@ -235,11 +296,8 @@ class UncertaintyReporter:
                 u.bias_energy,
                 strength,
             ]
-        self._writer.writerow(row)
+        self._write(row)
         self._handle.flush()
-        if self.hdf5 is not None and step > self.hdf5.last_step:
-            self.hdf5.write(row)
-        self.last_step = step
 
     def close(self) -> None:
         self._handle.close()

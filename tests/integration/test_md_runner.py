@@ -129,6 +129,25 @@ def test_unstable_run_stops_cleanly(tmp_path, untrained_model):
     assert json.loads((tmp_path / "bad" / "progress.json").read_text())["status"] == "unstable"
 
 
+def test_every_step_log_has_a_row_per_step_and_resumes_to_the_same_file(tmp_path, model):
+    """[report] every_step (python backend): every step logged from the force's own evaluations, also across a resume."""
+    extra = "every_step = true\n[model]\nbackend = 'python'\n"
+    text = config_text(model, "{out}", extra=extra).replace("[model]\n\n", "")
+    (tmp_path / "ref.toml").write_text(text.format(out="ref"))
+    run_md(load_md_config(tmp_path / "ref.toml"), progress=False)
+    reference = rows(tmp_path / "ref" / "uncertainty.csv")
+    # 0..59 from the steps' own force evaluations; 60 from the watchdog's energy request at the last report
+    assert [int(r["step"]) for r in reference] == list(range(61))
+    strengths = {int(r["step"]): float(r["bias_strength"]) for r in reference}
+    # The schedule switches after step 30 was reported (as the per-report log has it); step 31 on feel the bias.
+    assert strengths[30] == 0.0 and strengths[31] == 4.0
+    (tmp_path / "cut.toml").write_text(text.format(out="cut"))
+    run_md(load_md_config(tmp_path / "cut.toml"), progress=False, stop_after_steps=33)
+    second = run_md(load_md_config(tmp_path / "cut.toml"), progress=False)
+    assert second.resumed_from == 20 and second.status == "completed"
+    assert (tmp_path / "cut" / "uncertainty.csv").read_text() == (tmp_path / "ref" / "uncertainty.csv").read_text()
+
+
 def test_bad_configs_fail_before_any_step(tmp_path, model):
     cases = [
         ("[run]\nsteps = -5\n", "\\[run\\] steps must be a positive integer"),
@@ -138,6 +157,8 @@ def test_bad_configs_fail_before_any_step(tmp_path, model):
         ("[integrator]\nkind = 'euler'\n", "\\[integrator\\] kind must be one of"),
         ("[bias]\nschedule = [[10]]\n", "\\[bias\\] schedule must be a list of \\[step, strength\\] pairs"),
         ("[extract]\nenabled = true\nlower = 0.5\nupper = 0.1\n", "\\[extract\\] needs 0 <= lower < upper"),
+        ("[report]\nevery_step = true\n", '\\[report\\] every_step = true needs \\[model\\] backend = "python"'),
+        ("[report]\nevery_step = 1\n", "\\[report\\] every_step must be true or false"),
     ]
     for text, message in cases:
         (tmp_path / "bad.toml").write_text(text)

@@ -111,6 +111,43 @@ def test_uncertainty_reporter_rows_equal_direct_readout(alanine_pdb, tmp_path, b
     assert float(last["bias_strength"]) == 5.0
 
 
+def test_every_step_log_equals_per_step_reports_without_extra_evaluations(alanine_pdb, tmp_path):
+    """every_step=True: a row for each step from the force's own evaluations, equal to reading every step."""
+    from advmd.openmm.forces import _COMPUTATIONS
+
+    potential = small_potential("udd", width=1.0)
+    runs = {}
+    for name, options in (("every", dict(reportInterval=5, every_step=True)), ("each", dict(reportInterval=1))):
+        system = create_system(alanine_pdb.topology, potential, backend="python", bias_strength=5.0)
+        force_name = [f.getName() for f in system.getForces() if "committee" in f.getName()][0]
+        simulation = simulation_for(alanine_pdb, system, seed=3)
+        reporter = UncertaintyReporter(tmp_path / f"{name}.csv", **options)
+        simulation.reporters.append(reporter)
+        simulation.step(20)
+        reporter.close()
+        calls = sum(c.calls for c in list(_COMPUTATIONS) if c.name == force_name)
+        runs[name] = ({int(r["step"]): r for r in csv.DictReader(open(tmp_path / f"{name}.csv"))}, calls)
+    every, every_calls = runs["every"]
+    each, each_calls = runs["each"]
+    assert sorted(every) == list(range(20))  # the forces of step 20 are evaluated by step 21
+    assert sorted(each) == list(range(1, 21))
+    # the per-step reports of the second run cost one evaluation each; the every_step log none
+    assert each_calls - every_calls == 20 and every_calls <= 21
+    for step in range(1, 20):
+        for column in ("potential_energy_kjmol", "sigma_energy_kjmol", "sigma_force_kjmol_nm", "bias_energy_kjmol"):
+            assert float(every[step][column]) == pytest.approx(float(each[step][column]), rel=1e-10), (step, column)
+        assert every[step]["max_deviation_atom_name"] == each[step]["max_deviation_atom_name"]
+        assert float(every[step]["time_ps"]) == pytest.approx(float(each[step]["time_ps"]))
+        assert float(every[step]["bias_strength"]) == 5.0
+    assert len({every[k]["sigma_force_kjmol_nm"] for k in every}) == 20  # the values move along the trajectory
+
+    torch_system = create_system(alanine_pdb.topology, potential, backend="torch")
+    simulation = simulation_for(alanine_pdb, torch_system)
+    simulation.reporters.append(UncertaintyReporter(tmp_path / "t.csv", reportInterval=5, every_step=True))
+    with pytest.raises(ValueError, match=r"every_step=True\) needs a committee force built with backend='python'"):
+        simulation.step(5)
+
+
 def test_restart_after_a_crash_reproduces_the_reporter_file(alanine_pdb, tmp_path):
     potential = small_potential("udd", width=1.0)
 
