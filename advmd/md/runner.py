@@ -113,7 +113,7 @@ def validate_md_config(config: Dict[str, Any]) -> None:
         raise ValueError(f"[report] every_step must be true or false, got {every_step!r}")
     if every_step and config["model"]["backend"] != "python":
         raise ValueError(
-            "[report] every_step = true needs [model] backend = \"python\" (the force records its own evaluations); "
+            '[report] every_step = true needs [model] backend = "python" (the force records its own evaluations); '
             f"got backend {config['model']['backend']!r}"
         )
     for section, key in (("system", "pdb"), ("model", "file")):
