@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--sizes", default="22,648,3000", help="atom counts: 22 (alanine dipeptide) and water boxes (default 22,648,3000)"
     )
-    bench.add_argument("--repeats", type=int, default=5, help="repeats per measurement (medians are printed)")
+    bench.add_argument("--repeats", type=int, default=9, help="repeats per measurement (medians are printed)")
     bench.add_argument("--platform", default="CPU", help="OpenMM platform")
     bench.add_argument("--attack-seeds", type=int, default=20)
     bench.add_argument("--attack-steps", type=int, default=5)

@@ -237,7 +237,9 @@ def attack(
             objective = sigma_f2  # Eq. 10
         else:
             objective = -energy / config.kt - config.log_partition + torch.log(sigma_f2)  # log of Eq. 13
-        (-objective.sum()).backward()
+        # The gradient with respect to delta alone: a plain backward() would also differentiate the
+        # double-backward graph with respect to every committee weight (and leave .grad on them).
+        (delta.grad,) = torch.autograd.grad(-objective.sum(), [delta])
         optimizer.step()
         if config.max_norm is not None and variables == "cartesian":
             with torch.no_grad():

@@ -245,4 +245,4 @@ def load_trainable_committee(path: PathLike) -> Tuple[torch.nn.Module, Dict[str,
 
 def exact_state_dict(committee: torch.nn.Module) -> Dict[str, Any]:
     """The weights of a (possibly scripted, possibly tabulated) committee, without filter tables."""
-    return {k: v for k, v in committee.state_dict().items() if k != "filter_table"}
+    return {k: v for k, v in committee.state_dict().items() if k not in ("filter_table", "member_table")}

@@ -125,6 +125,8 @@ class SchNetCommittee(nn.Module):
         self.table_spacing = 0.0
         self.table_intervals = 0
         self.register_buffer("filter_table", torch.zeros((t, 0, 6, m, f)), persistent=False)
+        # The same coefficients member-major, (T, M, n, 6, F): cheap gathers for a pass of a few members.
+        self.register_buffer("member_table", torch.zeros((t, m, 0, 6, f)), persistent=False)
 
         gen = torch.Generator().manual_seed(int(seed))
 
@@ -262,14 +264,20 @@ class SchNetCommittee(nn.Module):
         u = distances / self.table_spacing
         with torch.no_grad():
             u0 = u * 1.0
-            # Every member sees the same distances: one interval and one monomial basis per pair.
+            # Every member sees the same distances (the copies of the coordinates are equal): one interval
+            # and one monomial basis per pair.
+            if k > 1 and not bool((u0 == u0[0]).all()):
+                raise ValueError("tabulated filters need the same coordinates for every member")
             cell_index = u0[0].floor().clamp(0.0, float(self.table_intervals - 1))
             x = (u0[0] - cell_index).unsqueeze(1)
-            # (P, 6, M, F) rows of the interval, members first .. first + k - 1 as (P, 6, k * F).
-            rows = self.filter_table[t].index_select(0, cell_index.long())
-            if k != self.n_members:
-                rows = rows[:, :, first : first + k]
-            coefficients = rows.reshape(n_pairs, 6, k * f)
+            intervals = cell_index.long()
+            if k == self.n_members:
+                # All members: one gather of (P, 6, M, F) rows, members side by side -> (P, 6, M * F).
+                coefficients = self.filter_table[t].index_select(0, intervals).view(n_pairs, 6, k * f)
+            else:
+                # A few members (a pass of a large system): gather only theirs, from the member-major copy.
+                parts = [self.member_table[t, first + m].index_select(0, intervals) for m in range(k)]
+                coefficients = torch.stack(parts, dim=2).view(n_pairs, 6, k * f)
             zero = torch.zeros_like(x)
             one = torch.ones_like(x)
             x2 = x * x
@@ -354,6 +362,7 @@ class SchNetCommittee(nn.Module):
         # (T, M, n, 6, F) -> (T, n, 6, M, F): one row per interval, members side by side.
         table = coefficients.permute(0, 2, 3, 1, 4)
         new.filter_table = table.to(dtype=self.embedding.dtype, device=self.embedding.device).contiguous()
+        new.member_table = coefficients.to(dtype=self.embedding.dtype, device=self.embedding.device).contiguous()
         new.uses_tables = True
         new.table_spacing = h
         new.table_intervals = n
@@ -380,6 +389,7 @@ class SchNetCommittee(nn.Module):
         new = new.to(dtype=self.embedding.dtype, device=self.embedding.device)
         if self.uses_tables:
             new.filter_table = self.filter_table[:, :, :, index].clone()
+            new.member_table = self.member_table[:, index].clone()
             new.uses_tables = True
             new.table_spacing = self.table_spacing
             new.table_intervals = self.table_intervals
