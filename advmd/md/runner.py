@@ -96,7 +96,7 @@ def _positive_int(config: Dict[str, Any], section: str, key: str) -> None:
 
 def validate_md_config(config: Dict[str, Any]) -> None:
     """Raise ``ValueError``/``FileNotFoundError`` naming the field for any bad setting."""
-    from advmd.openmm.forces import BACKENDS
+    from advmd.openmm.forces import BACKENDS, CommitteeComputation
 
     for section, key in (("run", "steps"), ("run", "checkpoint_interval"), ("report", "interval")):
         _positive_int(config, section, key)
@@ -111,6 +111,11 @@ def validate_md_config(config: Dict[str, Any]) -> None:
     every_step = config["report"]["every_step"]
     if not isinstance(every_step, bool):
         raise ValueError(f"[report] every_step must be true or false, got {every_step!r}")
+    if every_step and config["report"]["interval"] > CommitteeComputation.HISTORY_LIMIT:
+        raise ValueError(
+            f"[report] every_step = true keeps at most {CommitteeComputation.HISTORY_LIMIT} evaluations between reports; "
+            f"interval {config['report']['interval']} is longer"
+        )
     if every_step and config["model"]["backend"] != "python":
         raise ValueError(
             '[report] every_step = true needs [model] backend = "python" (the force records its own evaluations); '

@@ -224,8 +224,8 @@ class CommitteeComputation:
     be serialised with ``XmlSerializer``.
     """
 
-    #: Records kept at most between two drains (about 100 MB); older ones are dropped.
-    HISTORY_LIMIT = 1_000_000
+    #: Records kept at most between two drains (about 50 MB); older ones are dropped.
+    HISTORY_LIMIT = 200_000
 
     def __init__(
         self, boundary: nn.Module, strength_name: str, periodic: bool, device: Union[str, torch.device] = "cpu", name: str = ""

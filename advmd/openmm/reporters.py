@@ -195,9 +195,17 @@ class UncertaintyReporter:
         hdf5: Optional[Union[str, os.PathLike]] = None,
         every_step: bool = False,
     ) -> None:
+        self.interval = _check_interval(reportInterval)
+        if every_step:
+            from advmd.openmm.forces import CommitteeComputation
+
+            if self.interval > CommitteeComputation.HISTORY_LIMIT:
+                raise ValueError(
+                    f"reportInterval {self.interval} with every_step=True exceeds the {CommitteeComputation.HISTORY_LIMIT} "
+                    "evaluations a force keeps between reports; report more often"
+                )
         self.path = Path(file)
         self.hdf5 = _HDF5Log(Path(hdf5), append) if hdf5 is not None else None
-        self.interval = _check_interval(reportInterval)
         self.prefix = parameter_prefix
         self.last_step = -1
         if append and self.path.exists():

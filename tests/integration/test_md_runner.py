@@ -159,6 +159,7 @@ def test_bad_configs_fail_before_any_step(tmp_path, model):
         ("[extract]\nenabled = true\nlower = 0.5\nupper = 0.1\n", "\\[extract\\] needs 0 <= lower < upper"),
         ("[report]\nevery_step = true\n", '\\[report\\] every_step = true needs \\[model\\] backend = "python"'),
         ("[report]\nevery_step = 1\n", "\\[report\\] every_step must be true or false"),
+        ("[report]\nevery_step = true\ninterval = 300000\n[model]\nbackend = 'python'\n", "keeps at most 200000"),
     ]
     for text, message in cases:
         (tmp_path / "bad.toml").write_text(text)

@@ -141,6 +141,9 @@ def test_every_step_log_equals_per_step_reports_without_extra_evaluations(alanin
         assert float(every[step]["bias_strength"]) == 5.0
     assert len({every[k]["sigma_force_kjmol_nm"] for k in every}) == 20  # the values move along the trajectory
 
+    with pytest.raises(ValueError, match="exceeds the 200000 evaluations a force keeps between reports"):
+        UncertaintyReporter(tmp_path / "long.csv", reportInterval=10**6, every_step=True)
+    assert not (tmp_path / "long.csv").exists()  # refused before creating anything
     torch_system = create_system(alanine_pdb.topology, potential, backend="torch")
     simulation = simulation_for(alanine_pdb, torch_system)
     simulation.reporters.append(UncertaintyReporter(tmp_path / "t.csv", reportInterval=5, every_step=True))
