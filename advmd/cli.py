@@ -262,7 +262,7 @@ def _stability(args: argparse.Namespace, out: TextIO) -> int:
 def _export(args: argparse.Namespace, out: TextIO) -> int:
     import torch
 
-    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_committee, make_bias
+    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee, load_committee, make_bias, read_metadata
     from advmd.committee.export import exact_state_dict
 
     module, metadata = load_committee(args.model)
@@ -279,8 +279,14 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
     strength = args.default_strength if args.default_strength is not None else metadata["bias"]["default_strength"]
     keep = {k: v for k, v in metadata.items() if k in ("uncertainty_threshold", "training_metrics", "demo")}
     potential = CommitteePotential(committee, make_bias(form, committee.n_members, **parameters))
-    export_committee(potential, args.out, default_strength=strength, extra_metadata=keep, tabulate=args.tabulate)
-    tables = f", filters tabulated every {args.tabulate} A" if args.tabulate else ""
+    tabulate = args.tabulate
+    if tabulate is None and not args.exact:
+        tabulate = metadata.get("tabulated", {}).get("spacing_angstrom")  # keep the input's form
+    path = export_committee(potential, args.out, default_strength=strength, extra_metadata=keep, tabulate=tabulate)
+    written = read_metadata(path)
+    tables = ""
+    if "tabulated" in written:
+        tables = f", filters tabulated every {written['tabulated']['spacing_angstrom']:.4g} A"
     _write(out, f"wrote {args.out}: bias {form} {parameters or ''} default strength {strength}{tables}")
     return 0
 
@@ -569,15 +575,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--bias", choices=("none", "udd", "hal"), default=None, help="bias form (default: keep)")
     exp.add_argument("--width", type=float, default=None, help="UDD width B in eV")
     exp.add_argument("--default-strength", type=float, default=None, help="in the bias's unit (eV for udd, Angstrom for hal)")
-    exp.add_argument(
+    tables = exp.add_mutually_exclusive_group()
+    tables.add_argument(
         "--tabulate",
         type=float,
-        nargs="?",
-        const=0.025,
         default=None,
         metavar="SPACING",
-        help="fast inference: SchNet filters from quintic tables, knots every SPACING A (default 0.025)",
+        help="fast inference: SchNet filters from quintic tables, knots every SPACING A (0.025 is a good value); "
+        "default: as the input file",
     )
+    tables.add_argument("--exact", action="store_true", help="write the exact filter networks (drop the input's tables)")
 
     md = verbs.add_parser("md", help="monitored, checkpointed committee MD from a TOML config (rerun to resume)")
     md.add_argument("--config", required=True, help="TOML config (see 'advmd example-config md')")

@@ -14,7 +14,7 @@ Units: Angstrom in, eV out.
 """
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -227,9 +227,11 @@ class SchNetCommittee(nn.Module):
         # index_select, not advanced indexing: its backward is index_add (fast), not a serial index_put.
         vectors = member_positions.index_select(1, j) - member_positions.index_select(1, i) + shifts
         distances = torch.sqrt((vectors * vectors).sum(-1))
+        intervals, basis, offset = distances, distances, distances  # used only with tables
         if self.uses_tables:
             rbf = distances  # unused
             envelope = distances
+            intervals, basis, offset = self._table_setup(distances)
         else:
             rbf = torch.exp(-self.rbf_gamma * (distances.unsqueeze(-1) - self.rbf_centers) ** 2)
             envelope = smooth_cutoff(distances, self.cutoff).unsqueeze(-1)
@@ -237,7 +239,7 @@ class SchNetCommittee(nn.Module):
         x = self.embedding[first:stop].index_select(1, species)
         for t in range(self.n_interactions):
             if self.uses_tables:
-                filters = self._table_filters(t, distances, first)
+                filters = self._table_filters(t, intervals, basis, offset, first)
             else:
                 hidden = shifted_softplus(_dense(rbf, self.filter_w1[t, first:stop], self.filter_b1[t, first:stop]))
                 filters = _dense(hidden, self.filter_w2[t, first:stop], self.filter_b2[t, first:stop]) * envelope
@@ -251,38 +253,26 @@ class SchNetCommittee(nn.Module):
         atomic = _dense(hidden, self.out_w2[first:stop], self.out_b2[first:stop]).squeeze(-1)
         return atomic * self.energy_scale + self.atomic_energy_shift[species]
 
-    def _table_filters(self, t: int, distances: Tensor, first: int) -> Tensor:
-        """Filters of interaction ``t`` from the quintic tables, shape (k, P, F), exact to second order in distance.
+    def _table_setup(self, distances: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """What every interaction's table lookup shares: interval of each pair (P,), monomial basis (P, 3, 6), offset.
 
-        The table polynomial ``p`` is evaluated without autograd (value, first and second
-        derivative at the pair's position ``u`` in the interval); the graph is the
-        second-order Taylor form ``p + s p' + s^2 p''/2`` in ``s = u - u0`` (zero in value), so
-        forces and force derivatives (sigma_F bias, attacks) are those of the table polynomial.
+        ``offset`` (k, P, 1) is ``s = u - u0`` for ``u = distance / h``: zero in value, derivative 1, so the
+        filters' graph can be the Taylor form of the table polynomial (see ``_table_filters``).
         """
-        k, n_pairs = distances.shape[0], distances.shape[1]
-        f = self.n_features
         u = distances / self.table_spacing
         with torch.no_grad():
             u0 = u * 1.0
             # Every member sees the same distances (the copies of the coordinates are equal): one interval
             # and one monomial basis per pair.
-            if k > 1 and not bool((u0 == u0[0]).all()):
+            if u0.shape[0] > 1 and not bool((u0 == u0[0]).all()):
                 raise ValueError("tabulated filters need the same coordinates for every member")
             cell_index = u0[0].floor().clamp(0.0, float(self.table_intervals - 1))
             x = (u0[0] - cell_index).unsqueeze(1)
-            intervals = cell_index.long()
-            if k == self.n_members:
-                # All members: one gather of (P, 6, M, F) rows, members side by side -> (P, 6, M * F).
-                coefficients = self.filter_table[t].index_select(0, intervals).view(n_pairs, 6, k * f)
-            else:
-                # A few members (a pass of a large system): gather only theirs, from the member-major copy.
-                parts = [self.member_table[t, first + m].index_select(0, intervals) for m in range(k)]
-                coefficients = torch.stack(parts, dim=2).view(n_pairs, 6, k * f)
             zero = torch.zeros_like(x)
             one = torch.ones_like(x)
             x2 = x * x
             x3 = x2 * x
-            # Monomials of the value, the first and half the second derivative in x: (P, 3, 6).
+            # Monomials of the value, the first and half the second derivative in x.
             basis = torch.cat(
                 [
                     torch.cat([one, x, x2, x3, x3 * x, x3 * x2], dim=1),
@@ -290,13 +280,32 @@ class SchNetCommittee(nn.Module):
                     torch.cat([zero, zero, one, 3.0 * x, 6.0 * x2, 10.0 * x3], dim=1),
                 ],
                 dim=1,
-            ).view(n_pairs, 3, 6)
+            ).view(-1, 3, 6)
+        return cell_index.long(), basis, (u - u0).unsqueeze(-1)
+
+    def _table_filters(self, t: int, intervals: Tensor, basis: Tensor, offset: Tensor, first: int) -> Tensor:
+        """Filters of interaction ``t`` from the quintic tables, shape (k, P, F), exact to second order in distance.
+
+        The table polynomial ``p`` is evaluated without autograd (value, first and half the
+        second derivative at the pair's position in its interval); the graph is the
+        second-order Taylor form ``p + s p' + s^2 p''/2`` in ``s = offset`` (zero in value), so
+        forces and force derivatives (sigma_F bias, attacks) are those of the table polynomial.
+        Third derivatives come out zero: nothing in advmd uses them.
+        """
+        k, n_pairs, f = offset.shape[0], offset.shape[1], self.n_features
+        with torch.no_grad():
+            if k == self.n_members:
+                # All members: one gather of (P, 6, M, F) rows, members side by side -> (P, 6, M * F).
+                coefficients = self.filter_table[t].index_select(0, intervals).view(n_pairs, 6, k * f)
+            else:
+                # A few members (a pass of a large system): gather only theirs, from the member-major copy.
+                parts = [self.member_table[t, first + m].index_select(0, intervals) for m in range(k)]
+                coefficients = torch.stack(parts, dim=2).view(n_pairs, 6, k * f)
             polynomial = torch.bmm(basis, coefficients).view(n_pairs, 3, k, f).permute(2, 1, 0, 3)
             value = polynomial[:, 0]
             slope = polynomial[:, 1]
             half_curvature = polynomial[:, 2]
-        s = (u - u0).unsqueeze(-1)
-        return value + s * (slope + s * half_curvature)
+        return value + offset * (slope + offset * half_curvature)
 
     @torch.jit.unused
     def exact_filters(self, distances: Tensor) -> Tensor:
@@ -330,8 +339,9 @@ class SchNetCommittee(nn.Module):
         committee (32 radial functions on 5 Angstrom) in float64, 1e-8 eV in energy and
         2e-7 eV/Angstrom in forces, below float32 rounding.
 
-        The copy is for inference: its weights are frozen and training refuses it. Tabulate
-        again after any change of the weights.
+        The copy is for inference: its weights are frozen, training refuses it and loading
+        a state dict into it raises. Tabulate again after any change of the weights, and
+        after a change of dtype (``.double()`` of a float32 copy keeps float32 tables).
         """
         if self.uses_tables:
             raise ValueError("this committee is already tabulated; tabulate the exact committee")
@@ -342,7 +352,7 @@ class SchNetCommittee(nn.Module):
         new = copy.deepcopy(self)
         n = int(math.ceil(self.cutoff / float(spacing)))
         h = self.cutoff / n
-        knots = torch.linspace(0.0, self.cutoff, n + 1, dtype=torch.float64)
+        knots = torch.linspace(0.0, self.cutoff, n + 1, dtype=torch.float64, device=self.embedding.device)
         with torch.enable_grad():
             value, slope = torch.func.jvp(self.exact_filters, (knots,), (torch.ones_like(knots),))
 
@@ -356,7 +366,7 @@ class SchNetCommittee(nn.Module):
         c0, c1 = curvature[:, :, :-1] * h * h, curvature[:, :, 1:] * h * h
         a0, a1, a2 = f0, g0, 0.5 * c0
         rhs = torch.stack([f1 - a0 - a1 - a2, g1 - a1 - 2.0 * a2, c1 - 2.0 * a2], dim=-1)
-        system = torch.tensor([[1.0, 1.0, 1.0], [3.0, 4.0, 5.0], [6.0, 12.0, 20.0]], dtype=torch.float64)
+        system = torch.tensor([[1.0, 1.0, 1.0], [3.0, 4.0, 5.0], [6.0, 12.0, 20.0]], dtype=torch.float64, device=rhs.device)
         a345 = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
         coefficients = torch.stack([a0, a1, a2, a345[..., 0], a345[..., 1], a345[..., 2]], dim=3)
         # (T, M, n, 6, F) -> (T, n, 6, M, F): one row per interval, members side by side.
@@ -369,6 +379,14 @@ class SchNetCommittee(nn.Module):
         for param in new.parameters():
             param.requires_grad_(False)
         return new
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+        if self.uses_tables:
+            raise RuntimeError(
+                "this committee is a tabulated inference copy: its tables were built from the weights it had; "
+                "load the weights into the exact committee and call tabulated() again"
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     @torch.jit.unused
     def select_members(self, members: Sequence[int]) -> "SchNetCommittee":

@@ -340,6 +340,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
             simulation.step(target - step)
             bar.update(int(simulation.currentStep))
             if simulation.currentStep % config["run"]["checkpoint_interval"] == 0 or simulation.currentStep == total:
+                reporter.flush_pending()  # every_step rows recorded since the last report: on disk before the checkpoint
                 _save(simulation, checkpoint)
                 _atomic_json(
                     progress_file,

@@ -237,6 +237,7 @@ class UncertaintyReporter:
             for computation in found:
                 computation.start_recording()
             self._computations = found
+            self._atom_names = [f"{a.residue.name}{a.residue.id}:{a.name}" for a in simulation.topology.atoms()]
         return self._computations
 
     def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
@@ -249,23 +250,37 @@ class UncertaintyReporter:
     def _write(self, row: List[Any]) -> None:
         self._writer.writerow(row)
         if self.hdf5 is not None and int(row[0]) > self.hdf5.last_step:
-            self.hdf5.write(row)
+            self.hdf5.write([row])
         self.last_step = int(row[0])
 
-    def _report_recorded(self, simulation: Any) -> None:
-        """every_step mode: one row for each step evaluated since the last report."""
+    def flush_pending(self) -> None:
+        """every_step mode: write the rows of the evaluations recorded since the last report.
+
+        Reports call it; call it before saving a checkpoint, so that no recorded step is
+        lost if the run is killed and resumed from that checkpoint. ``close`` calls it too.
+        """
+        if not self.every_step or self._computations is None or self._handle.closed:
+            return
         latest: Dict[int, Any] = {}
-        for computation in self._recorders(simulation):
+        for computation in self._computations:
             for record in computation.drain():
                 latest[record[0]] = record
+        rows = []
+        names = self._atom_names or []
         for step in sorted(latest):
             if step <= self.last_step:
                 continue
             _, time_ps, energy, values, strength = latest[step]
             atom = int(values[3])
-            name = self._atom_names[atom] if 0 <= atom < len(self._atom_names) else ""
-            self._write([step, time_ps, energy, values[0], values[1], values[2], atom, name, values[4], strength])
+            name = names[atom] if 0 <= atom < len(names) else ""
+            rows.append([step, time_ps, energy, values[0], values[1], values[2], atom, name, values[4], strength])
+        if not rows:
+            return
+        self._writer.writerows(rows)
         self._handle.flush()
+        if self.hdf5 is not None:
+            self.hdf5.write([r for r in rows if int(r[0]) > self.hdf5.last_step])  # one append and flush per report
+        self.last_step = int(rows[-1][0])
 
     def report(self, simulation: Any, state: Any) -> None:
         from openmm import unit
@@ -275,7 +290,8 @@ class UncertaintyReporter:
         if self._atom_names is None:
             self._atom_names = [f"{a.residue.name}{a.residue.id}:{a.name}" for a in simulation.topology.atoms()]
         if self.every_step:
-            self._report_recorded(simulation)
+            self._recorders(simulation)
+            self.flush_pending()
             return
         step = int(simulation.currentStep)
         if step <= self.last_step:
@@ -308,6 +324,11 @@ class UncertaintyReporter:
         self._handle.flush()
 
     def close(self) -> None:
+        """Write pending every_step rows, stop the force's recording, close the files (idempotent)."""
+        if not self._handle.closed:
+            self.flush_pending()
+        for computation in self._computations or []:
+            computation.history = None
         self._handle.close()
         if self.hdf5 is not None:
             self.hdf5.close()
@@ -343,12 +364,18 @@ class _HDF5Log:
             self.table = self.file.create_table("/", "uncertainty", Row, "advmd committee uncertainty per report")
         self.last_step = int(self.table.cols.step[-1]) if self.table.nrows else -1
 
-    def write(self, row: List[Any]) -> None:
-        record = list(row)
-        record[7] = str(record[7]).encode()[:32]
-        self.table.append([tuple(record)])
+    def write(self, rows: List[List[Any]]) -> None:
+        """Append rows (each a list of the columns) and flush once."""
+        if not rows:
+            return
+        records = []
+        for row in rows:
+            record = list(row)
+            record[7] = str(record[7]).encode()[:32]
+            records.append(tuple(record))
+        self.table.append(records)
         self.table.flush()
-        self.last_step = int(row[0])
+        self.last_step = int(rows[-1][0])
 
     def close(self) -> None:
         if self.file.isopen:
@@ -376,15 +403,17 @@ def rebuild_hdf5_from_csv(csv_path: Union[str, os.PathLike], hdf5_path: Union[st
         hdf5_path.unlink()
     log = _HDF5Log(hdf5_path, append=False)
     try:
+        rows = []
         with open(csv_path, newline="") as handle:
             for row in csv.DictReader(handle):
                 values = [row[c] for c in UNCERTAINTY_COLUMNS]
-                log.write(
+                rows.append(
                     [int(values[0])]
                     + [float(v) for v in values[1:6]]
                     + [int(values[6]), values[7]]
                     + [float(v) for v in values[8:]]
                 )
+        log.write(rows)
     finally:
         log.close()
     return log.last_step

@@ -86,11 +86,16 @@ def test_export_changes_the_bias_and_keeps_the_weights(model_file, tmp_path, ala
 def test_export_tabulate_writes_the_fast_form_and_re_export_recovers_the_exact_model(model_file, tmp_path, alanine):
     import torch
 
-    from advmd.committee import load_committee
+    from advmd.committee import load_committee, read_metadata
 
-    fast_path, exact_path = tmp_path / "fast.pt", tmp_path / "exact.pt"
-    assert main(["export", str(model_file), "--out", str(fast_path), "--tabulate"], out=io.StringIO()) == 0
-    assert main(["export", str(fast_path), "--out", str(exact_path)], out=io.StringIO()) == 0
+    fast_path, exact_path, kept_path = tmp_path / "fast.pt", tmp_path / "exact.pt", tmp_path / "kept.pt"
+    out = io.StringIO()
+    assert main(["export", str(model_file), "--out", str(fast_path), "--tabulate", "0.025"], out=out) == 0
+    assert "filters tabulated every 0.025 A" in out.getvalue()
+    # Changing only the bias keeps the tables; --exact drops them.
+    assert main(["export", str(fast_path), "--out", str(kept_path), "--bias", "hal"], out=io.StringIO()) == 0
+    assert read_metadata(kept_path)["tabulated"]["spacing_angstrom"] == pytest.approx(0.025)
+    assert main(["export", str(fast_path), "--out", str(exact_path), "--exact"], out=io.StringIO()) == 0
     fast, metadata = load_committee(fast_path)
     exact, exact_metadata = load_committee(exact_path)
     old, _ = load_committee(model_file)

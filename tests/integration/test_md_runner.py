@@ -16,7 +16,7 @@ from advmd.md.runner import load_md_config, run_md
 from tests.conftest import small_potential
 
 
-def config_text(model, output, steps=60, extra=""):
+def config_text(model, output, steps=60, extra="", interval=5):
     model_line = f'file = "{model}"' if model else ""
     return f"""
 [model]
@@ -34,7 +34,7 @@ minimize = false
 strength = 0.0
 schedule = [[30, 4.0]]
 [report]
-interval = 5
+interval = {interval}
 {extra}
 """
 
@@ -129,18 +129,20 @@ def test_unstable_run_stops_cleanly(tmp_path, untrained_model):
     assert json.loads((tmp_path / "bad" / "progress.json").read_text())["status"] == "unstable"
 
 
-def test_every_step_log_has_a_row_per_step_and_resumes_to_the_same_file(tmp_path, model):
-    """[report] every_step (python backend): every step logged from the force's own evaluations, also across a resume."""
+@pytest.mark.parametrize("interval", [5, 7])
+def test_every_step_log_has_a_row_per_step_and_resumes_to_the_same_file(tmp_path, model, interval):
+    """[report] every_step (python backend): every step logged from the force's own evaluations, also across a
+    resume, with report intervals that divide the checkpoint interval and the run (5) and that do not (7)."""
     extra = "every_step = true\n[model]\nbackend = 'python'\n"
-    text = config_text(model, "{out}", extra=extra).replace("[model]\n\n", "")
+    text = config_text(model, "{out}", extra=extra, interval=interval).replace("[model]\n\n", "")
     (tmp_path / "ref.toml").write_text(text.format(out="ref"))
     run_md(load_md_config(tmp_path / "ref.toml"), progress=False)
     reference = rows(tmp_path / "ref" / "uncertainty.csv")
-    # 0..59 from the steps' own force evaluations; 60 from the watchdog's energy request at the last report
-    assert [int(r["step"]) for r in reference] == list(range(61))
+    # 0..59 from the steps' own force evaluations, written at reports, checkpoints and the end of the run;
+    # 60 only where the last step is a report step (the watchdog asks for its energy).
+    assert [int(r["step"]) for r in reference] == list(range(61 if 60 % interval == 0 else 60))
     strengths = {int(r["step"]): float(r["bias_strength"]) for r in reference}
-    # The schedule switches after step 30 was reported (as the per-report log has it); step 31 on feel the bias.
-    assert strengths[30] == 0.0 and strengths[31] == 4.0
+    assert strengths[29] == 0.0 and strengths[31] == 4.0  # the schedule switches the bias on at step 30
     (tmp_path / "cut.toml").write_text(text.format(out="cut"))
     run_md(load_md_config(tmp_path / "cut.toml"), progress=False, stop_after_steps=33)
     second = run_md(load_md_config(tmp_path / "cut.toml"), progress=False)

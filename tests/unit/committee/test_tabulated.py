@@ -91,12 +91,14 @@ def test_energy_is_twice_continuously_differentiable_across_a_knot():
     assert float(slope_l.abs().max()) > 1e-2
 
 
-def test_members_in_passes_and_selected_members_keep_their_tables(alanine):
+@pytest.mark.parametrize("per_pass", [1, 2])
+def test_members_in_passes_and_selected_members_keep_their_tables(alanine, per_pass):
     committee = small_committee().tabulated()
     positions, numbers = perturbed(alanine)
     s = torch.tensor(0.2, dtype=torch.float64)
     one = CommitteePotential(committee, make_bias("hal", 4), pass_atoms=0)
-    passes = CommitteePotential(committee, make_bias("hal", 4), pass_atoms=positions.shape[0])
+    passes = CommitteePotential(committee, make_bias("hal", 4), pass_atoms=per_pass * positions.shape[0])
+    assert passes._member_passes(positions.shape[0]) == list(range(0, 4, per_pass))
     a, b = one(positions, numbers, None, s), passes(positions, numbers, None, s)
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-12, rtol=1e-10)
@@ -143,3 +145,20 @@ def test_export_round_trip_and_training_refusal(alanine, tmp_path):
         committee.tabulated(0.0)
     with pytest.raises(ValueError, match="already tabulated"):
         committee.tabulated().tabulated()
+    with pytest.raises(RuntimeError, match="load the weights into the exact committee"):
+        committee.tabulated().load_state_dict(committee.state_dict())
+
+
+def test_float32_tables_agree_with_the_float32_exact_committee(alanine):
+    committee = small_committee().float()
+    positions, numbers = perturbed(alanine)
+    positions = positions.float()
+    fast = committee.tabulated()
+    assert fast.filter_table.dtype == torch.float32 and fast.member_table.dtype == torch.float32
+    e, f = member_energies_forces(fast, positions, numbers)
+    exact_e, exact_f = member_energies_forces(committee, positions, numbers)
+    torch.testing.assert_close(e, exact_e, atol=2e-5, rtol=1e-6)
+    torch.testing.assert_close(f, exact_f, atol=2e-5, rtol=1e-5)
+    scripted = torch.jit.script(fast)
+    x = positions.unsqueeze(0).repeat(4, 1, 1)
+    torch.testing.assert_close(scripted(x, numbers, None), fast(x, numbers, None), atol=0, rtol=0)
