@@ -317,12 +317,12 @@ def _attack(args: argparse.Namespace, out: TextIO) -> int:
 
     from advmd.attacks import AttackConfig, SelectionConfig
     from advmd.attacks.job import ExplorationConfig, explore_dataset, parse_dihedrals
-    from advmd.committee import load_trainable_committee
+    from advmd.committee import load_inference_committee
     from advmd.data import Dataset
 
     if not Path(args.db).is_file() and not str(args.db).startswith(("postgresql://", "postgres://")):
         raise SystemExit(f"advmd attack: --db {args.db!r} does not exist; create and label a dataset first")
-    committee, metadata = load_trainable_committee(args.model)
+    committee, metadata = load_inference_committee(args.model)  # a tabulated file attacks with its tables
     threshold = args.threshold
     if threshold is None:
         threshold = (metadata.get("uncertainty_threshold") or {}).get("sigma_f2")

@@ -1,7 +1,13 @@
 """Committee models, statistics, uncertainty biases and the TorchScript export boundary."""
 
 from advmd.committee.bias import BIAS_FORMS, CustomBias, HALBias, NoBias, UDDBias, make_bias
-from advmd.committee.export import export_committee, load_committee, load_trainable_committee, read_metadata
+from advmd.committee.export import (
+    export_committee,
+    load_committee,
+    load_inference_committee,
+    load_trainable_committee,
+    read_metadata,
+)
 from advmd.committee.members import SingleMember, TorchScriptCommittee, load_member
 from advmd.committee.mlp import CoordinateMLPCommittee
 from advmd.committee.potential import CommitteePotential
@@ -27,6 +33,7 @@ __all__ = [
     "atomic_force_deviation",
     "energy_variance",
     "export_committee",
+    "load_inference_committee",
     "load_committee",
     "load_trainable_committee",
     "read_metadata",

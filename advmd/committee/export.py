@@ -23,7 +23,15 @@ import torch
 from advmd._io import durable_replace
 from advmd.errors import ModelFileError
 
-__all__ = ["export_committee", "read_metadata", "load_committee", "load_trainable_committee", "METADATA_FILE", "FORMAT_VERSION"]
+__all__ = [
+    "export_committee",
+    "read_metadata",
+    "load_committee",
+    "load_trainable_committee",
+    "load_inference_committee",
+    "METADATA_FILE",
+    "FORMAT_VERSION",
+]
 
 METADATA_FILE = "advmd_metadata.json"
 FORMAT_VERSION = 1
@@ -240,6 +248,21 @@ def load_trainable_committee(path: PathLike) -> Tuple[torch.nn.Module, Dict[str,
         )
     committee = classes[architecture["class"]](**architecture["hyperparameters"]).to(getattr(torch, metadata["dtype"]))
     committee.load_state_dict(exact_state_dict(module.committee))
+    return committee, metadata
+
+
+def load_inference_committee(path: PathLike) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """An exported committee as an eager module computing what the file computes.
+
+    Like :func:`load_trainable_committee`, but a file written with ``tabulate`` gives the
+    tabulated committee (same spacing), so batched MD and attacks evaluate the same
+    function as the file's TorchScript potential in OpenMM or LAMMPS. For training, use
+    :func:`load_trainable_committee`.
+    """
+    committee, metadata = load_trainable_committee(path)
+    spacing = (metadata.get("tabulated") or {}).get("spacing_angstrom")
+    if spacing is not None:
+        committee = committee.tabulated(float(spacing))
     return committee, metadata
 
 

@@ -350,7 +350,7 @@ class SchNetCommittee(nn.Module):
         import copy
 
         new = copy.deepcopy(self)
-        n = int(math.ceil(self.cutoff / float(spacing)))
+        n = int(math.ceil(self.cutoff / float(spacing) - 1e-9))  # a recorded spacing cutoff / n gives n back
         h = self.cutoff / n
         knots = torch.linspace(0.0, self.cutoff, n + 1, dtype=torch.float64, device=self.embedding.device)
         with torch.enable_grad():

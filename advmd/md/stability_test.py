@@ -140,13 +140,13 @@ def _batched_runs(common: Dict[str, Any], temperatures, seed: int, threads) -> L
     import torch
     from ase.data import atomic_masses
 
-    from advmd.committee import load_trainable_committee
+    from advmd.committee import load_inference_committee
     from advmd.md.batched import committee_energy_function, run_replicas
 
     if threads:
         torch.set_num_threads(int(threads))
     numbers, timestep_fs = common["numbers"], common["timestep_fs"]
-    committee, _ = load_trainable_committee(common["model"])
+    committee, _ = load_inference_committee(common["model"])  # tabulated files run their tables, as in OpenMM
     committee.eval()
     topology = topology_from_numbers(numbers, common["bonds"])
     positions = np.asarray(common["positions_angstrom"], dtype=float)

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from advmd.committee import CommitteePotential, export_committee, load_committee, load_trainable_committee, make_bias
+from advmd.committee import (
+    CommitteePotential,
+    export_committee,
+    load_committee,
+    load_inference_committee,
+    load_trainable_committee,
+    make_bias,
+)
 from advmd.train.trainer import train_committee
 from tests.conftest import BIAS_CASES, small_committee
 from tests.unit.committee.test_potential import central_difference_forces, perturbed
@@ -134,6 +141,12 @@ def test_export_round_trip_and_training_refusal(alanine, tmp_path):
     loaded = module(positions, numbers, None, s)
     eager = CommitteePotential(committee.tabulated(0.05), make_bias("udd", 4, width=1.0))(positions, numbers, None, s)
     torch.testing.assert_close(loaded["forces"], eager["forces"], atol=1e-12, rtol=0)
+    # Batched MD and attacks get the file's own function: the tables, with the same spacing.
+    inference, _ = load_inference_committee(path)
+    assert inference.uses_tables and inference.table_intervals == committee.tabulated(0.05).table_intervals
+    e, f = member_energies_forces(inference, positions, numbers)
+    torch.testing.assert_close(e, loaded["member_energies"], atol=1e-12, rtol=0)
+    torch.testing.assert_close(f, loaded["member_forces"], atol=1e-12, rtol=0)
     # Training gets the exact model back, with the same weights.
     trainable, _ = load_trainable_committee(path)
     assert not trainable.uses_tables
