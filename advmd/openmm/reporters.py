@@ -152,6 +152,11 @@ def frame_from_state(simulation: Any, state: Any, prefix: Optional[str] = None) 
     return frame
 
 
+def _atom_labels(topology: Any) -> List[str]:
+    """``residue-name residue-id : atom-name`` of every atom (the log's atom column)."""
+    return [f"{a.residue.name}{a.residue.id}:{a.name}" for a in topology.atoms()]
+
+
 class UncertaintyReporter:
     """Per-report committee uncertainty as CSV (one row a report, flushed each time).
 
@@ -177,8 +182,9 @@ class UncertaintyReporter:
         ``backend="python"`` force). The force records each of its evaluations; every
         report writes the rows recorded since the previous one. An integrator evaluates
         the forces of step ``n`` at the start of the next step, so the rows of a report
-        reach up to the step before it (the last step of a run is written only if its
-        forces were evaluated, e.g. by a later step). ``potential_energy_kjmol`` is then
+        reach up to the step before it; rows still pending are written by
+        :meth:`flush_pending` and :meth:`close` (the last step of a run is written only if
+        its forces were evaluated). ``potential_energy_kjmol`` is then
         the committee force's energy, which is the potential energy when the committee is
         the System's only energy term. Where several evaluations share a step (energy
         minimisation, another reporter's energy request), the last one is written.
@@ -237,7 +243,8 @@ class UncertaintyReporter:
             for computation in found:
                 computation.start_recording()
             self._computations = found
-            self._atom_names = [f"{a.residue.name}{a.residue.id}:{a.name}" for a in simulation.topology.atoms()]
+            if self._atom_names is None:
+                self._atom_names = _atom_labels(simulation.topology)
         return self._computations
 
     def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
@@ -247,11 +254,15 @@ class UncertaintyReporter:
             return {"steps": steps, "periodic": None, "include": []}
         return {"steps": steps, "periodic": None, "include": _include(simulation, self.prefix, ["energy"])}
 
-    def _write(self, row: List[Any]) -> None:
-        self._writer.writerow(row)
-        if self.hdf5 is not None and int(row[0]) > self.hdf5.last_step:
-            self.hdf5.write([row])
-        self.last_step = int(row[0])
+    def _write_rows(self, rows: List[List[Any]]) -> None:
+        """Append rows to the CSV (flushed) and its HDF5 twin (one append), in step order."""
+        if not rows:
+            return
+        self._writer.writerows(rows)
+        self._handle.flush()
+        if self.hdf5 is not None:
+            self.hdf5.write([r for r in rows if int(r[0]) > self.hdf5.last_step])
+        self.last_step = int(rows[-1][0])
 
     def flush_pending(self) -> None:
         """every_step mode: write the rows of the evaluations recorded since the last report.
@@ -274,13 +285,7 @@ class UncertaintyReporter:
             atom = int(values[3])
             name = names[atom] if 0 <= atom < len(names) else ""
             rows.append([step, time_ps, energy, values[0], values[1], values[2], atom, name, values[4], strength])
-        if not rows:
-            return
-        self._writer.writerows(rows)
-        self._handle.flush()
-        if self.hdf5 is not None:
-            self.hdf5.write([r for r in rows if int(r[0]) > self.hdf5.last_step])  # one append and flush per report
-        self.last_step = int(rows[-1][0])
+        self._write_rows(rows)
 
     def report(self, simulation: Any, state: Any) -> None:
         from openmm import unit
@@ -288,7 +293,7 @@ class UncertaintyReporter:
         from advmd.openmm.forces import parameter_names
 
         if self._atom_names is None:
-            self._atom_names = [f"{a.residue.name}{a.residue.id}:{a.name}" for a in simulation.topology.atoms()]
+            self._atom_names = _atom_labels(simulation.topology)
         if self.every_step:
             self._recorders(simulation)
             self.flush_pending()
@@ -320,8 +325,7 @@ class UncertaintyReporter:
                 u.bias_energy,
                 strength,
             ]
-        self._write(row)
-        self._handle.flush()
+        self._write_rows([row])
 
     def close(self) -> None:
         """Write pending every_step rows, stop the force's recording, close the files (idempotent)."""
