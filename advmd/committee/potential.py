@@ -19,7 +19,7 @@ Units: Angstrom, eV. Statistics use the estimators named in
 :mod:`advmd.committee.statistics` (``M-1`` for Eq. 5 and 7).
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -239,12 +239,19 @@ class CommitteePotential(nn.Module):
         starts = self._member_passes(n_atoms)
         per_pass = max(1, self.pass_atoms // n_atoms)
         base = positions.detach()
+        # One pair search for every pass (and for the second passes of a sigma_F bias).
+        pairs: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+        if hasattr(self.committee, "pair_list"):
+            pairs = self.committee.pair_list(base, cell)
         energy_parts: List[Tensor] = []
         force_parts: List[Tensor] = []
         for first in starts:
             k = min(per_pass, m - first)
             member_positions = base.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
-            energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
+            if hasattr(self.committee, "pair_list"):
+                energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first, pairs)
+            else:
+                energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
             gradient = torch.autograd.grad([energies.sum()], [member_positions])[0]
             assert gradient is not None
             energy_parts.append(energies)
@@ -276,7 +283,10 @@ class CommitteePotential(nn.Module):
                     for first in starts:
                         k = min(per_pass, m - first)
                         member_positions = base.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
-                        energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
+                        if hasattr(self.committee, "pair_list"):
+                            energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first, pairs)
+                        else:
+                            energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
                         gradient = torch.autograd.grad([energies.sum()], [member_positions], create_graph=True)[0]
                         assert gradient is not None
                         # F_m = -gradient; d/dR of sum_m (F_m . v_m) with v_m fixed is sum_m J_m^T v_m.

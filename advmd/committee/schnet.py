@@ -191,19 +191,36 @@ class SchNetCommittee(nn.Module):
         ``structure_index`` (N,) lets one call evaluate a batch of structures
         concatenated along the atom axis (training); ``None`` for one structure.
         """
-        return self._atomic_energies(member_positions, atomic_numbers, cell, structure_index, 0)
+        return self._atomic_energies(member_positions, atomic_numbers, cell, structure_index, 0, None)
 
     @torch.jit.export
-    def member_energies(self, member_positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], first: int) -> Tensor:
+    def member_energies(
+        self,
+        member_positions: Tensor,
+        atomic_numbers: Tensor,
+        cell: Optional[Tensor],
+        first: int,
+        pairs: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+    ) -> Tensor:
         """Energies of members ``first .. first + k - 1`` for ``k = member_positions.shape[0]``, shape (k,), unit eV.
 
         Lets a caller evaluate the committee a few members at a time (large systems,
-        where one pass over all members no longer fits in cache).
+        where one pass over all members no longer fits in cache). ``pairs`` is the
+        :meth:`pair_list` of these coordinates, found once for all passes; ``None``
+        searches again.
         """
         k = member_positions.shape[0]
         if first < 0 or first + k > self.n_members:
             raise ValueError("members first .. first + k - 1 must lie within the committee")
-        return self._atomic_energies(member_positions, atomic_numbers, cell, None, first).sum(-1)
+        return self._atomic_energies(member_positions, atomic_numbers, cell, None, first, pairs).sum(-1)
+
+    @torch.jit.export
+    def pair_list(self, positions: Tensor, cell: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """The half pair list ``(i, j, shifts)`` the model uses for ``positions`` (N, 3), unit Angstrom.
+
+        See :func:`~advmd.committee.neighbors.neighbor_pairs`; for :meth:`member_energies`.
+        """
+        return neighbor_pairs(positions.detach(), self.cutoff, cell, 512, None, True)
 
     def _atomic_energies(
         self,
@@ -212,13 +229,17 @@ class SchNetCommittee(nn.Module):
         cell: Optional[Tensor],
         structure_index: Optional[Tensor],
         first: int,
+        pairs: Optional[Tuple[Tensor, Tensor, Tensor]],
     ) -> Tensor:
         """Per-atom energies of members ``first .. first + k - 1``, shape (k, N), unit eV."""
         stop = first + member_positions.shape[0]
         species = self.species_index[atomic_numbers]
         # Half pair list: filters depend on |r_ij| only, so each is computed once and
         # carries messages both ways (j -> i and i -> j).
-        i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 512, structure_index, True)
+        if pairs is None:
+            i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 512, structure_index, True)
+        else:
+            i, j, shifts = pairs
         if cell is not None:
             # Periodic images as integer multiples of the box vectors, so that the energy follows a
             # deformation of the cell (its strain derivative is the virial); same values as ``shifts``.

@@ -99,7 +99,9 @@ def use_simple_executor(enabled: bool = True) -> bool:
     autodiff subgraphs. Measured on the benchmark committee at 22 atoms: first call 480-690 ms
     against 45-135 ms now, peak memory 65 MB higher; later calls equally fast.)
     ``advmd md`` calls this; call it in your own script before running MD if you need
-    the same guarantee. It affects every TorchScript module of the process.
+    the same guarantee. It affects every TorchScript module of the process, from its
+    first call on: a model already run under the profiling executor keeps its optimised
+    graph, so call this before loading and running a model.
 
     Returns
     -------

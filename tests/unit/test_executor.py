@@ -1,5 +1,7 @@
 """``use_simple_executor``: one fixed graph per model, native autograd, state restored."""
 
+import io
+
 import torch
 
 from advmd.committee import CommitteePotential, SchNetCommittee, make_bias
@@ -18,7 +20,12 @@ def test_simple_executor_runs_one_graph_bit_for_bit_and_restores_the_previous_st
     positions, numbers = _water_pair()
     before = use_simple_executor(True)
     try:
-        scripted = torch.jit.script(CommitteePotential(committee, make_bias("hal", 3)).eval())
+        # A loaded file has functions of its own (as in ``advmd md``): a scripted class shares its
+        # compiled methods with earlier scripts of the same class, which may have been optimised already.
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.script(CommitteePotential(committee, make_bias("hal", 3)).eval()), buffer)
+        buffer.seek(0)
+        scripted = torch.jit.load(buffer)
         strength = torch.tensor(0.05)
         outputs = [scripted(positions, numbers, None, strength) for _ in range(6)]
         # The profiling executor would re-optimise after the first calls; here every call runs the same graph.

@@ -347,3 +347,27 @@ def test_energy_follows_a_cell_deformation(triclinic):
         step[a, b] = h
         numeric = (energy(step) - energy(-step)).item() / (2 * h)
         assert gradient[a, b].item() == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+def test_member_energies_on_a_shared_pair_list_equal_a_fresh_search_in_a_box():
+    """The pair list found once per call (for every pass) gives each member's energy and forces of its own search."""
+    # Eager: the profiling executor would re-optimise a scripted model between the calls compared.
+    committee = small_committee(n_members=3, cutoff=3.0).double()
+    gen = torch.Generator().manual_seed(11)
+    cell = torch.tensor([[7.0, 0.0, 0.0], [1.0, 7.5, 0.0], [-0.5, 1.2, 8.0]], dtype=torch.float64)
+    positions = torch.rand((30, 3), generator=gen, dtype=torch.float64) * 9.0 - 1.0  # some atoms outside the box
+    numbers = torch.tensor([8, 1, 1] * 10)
+    pairs = committee.pair_list(positions, cell)
+    assert pairs[0].shape[0] > 30 and bool((pairs[0] < pairs[1]).all())
+    for first in range(3):
+        x_fresh = positions.unsqueeze(0).clone().requires_grad_(True)
+        x_shared = positions.unsqueeze(0).clone().requires_grad_(True)
+        fresh = committee.member_energies(x_fresh, numbers, cell, first)
+        shared = committee.member_energies(x_shared, numbers, cell, first, pairs)
+        torch.testing.assert_close(shared, fresh, atol=0, rtol=0)
+        (g_fresh,) = torch.autograd.grad(fresh.sum(), x_fresh)
+        (g_shared,) = torch.autograd.grad(shared.sum(), x_shared)
+        torch.testing.assert_close(g_shared, g_fresh, atol=0, rtol=0)
+    scripted = torch.jit.script(committee)
+    for got, expected in zip(scripted.pair_list(positions, cell), pairs):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
