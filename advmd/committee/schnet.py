@@ -248,11 +248,11 @@ class SchNetCommittee(nn.Module):
         # index_select, not advanced indexing: its backward is index_add (fast), not a serial index_put.
         vectors = member_positions.index_select(1, j) - member_positions.index_select(1, i) + shifts
         distances = torch.sqrt((vectors * vectors).sum(-1))
-        intervals, basis, offset = distances, distances, distances  # used only with tables
+        table_rows, table_weights, offset = distances, distances, distances  # used only with tables
         if self.uses_tables:
             rbf = distances  # unused
             envelope = distances
-            intervals, basis, offset = self._table_setup(distances)
+            table_rows, table_weights, offset = self._table_setup(distances)
         else:
             rbf = torch.exp(-self.rbf_gamma * (distances.unsqueeze(-1) - self.rbf_centers) ** 2)
             envelope = smooth_cutoff(distances, self.cutoff).unsqueeze(-1)
@@ -260,7 +260,7 @@ class SchNetCommittee(nn.Module):
         x = self.embedding[first:stop].index_select(1, species)
         for t in range(self.n_interactions):
             if self.uses_tables:
-                filters = self._table_filters(t, intervals, basis, offset, first)
+                filters = self._table_filters(t, table_rows, table_weights, offset, first)
             else:
                 hidden = shifted_softplus(_dense(rbf, self.filter_w1[t, first:stop], self.filter_b1[t, first:stop]))
                 filters = _dense(hidden, self.filter_w2[t, first:stop], self.filter_b2[t, first:stop]) * envelope
@@ -275,7 +275,11 @@ class SchNetCommittee(nn.Module):
         return atomic * self.energy_scale + self.atomic_energy_shift[species]
 
     def _table_setup(self, distances: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """What every interaction's table lookup shares: interval of each pair (P,), monomial basis (P, 3, 6), offset.
+        """What every interaction's table lookup shares: table rows (3P, 6), their weights (3P, 6), offset.
+
+        Row ``r * P + p`` of ``rows`` lists the 6 coefficient rows of pair ``p``'s interval and ``weights``
+        the monomials that turn them into the value (``r = 0``), the slope (1) or half the curvature (2)
+        of the table polynomial at the pair's position in its interval.
 
         ``offset`` (k, P, 1) is ``s = u - u0`` for ``u = distance / h``: zero in value, derivative 1, so the
         filters' graph can be the Taylor form of the table polynomial (see ``_table_filters``).
@@ -302,9 +306,12 @@ class SchNetCommittee(nn.Module):
                 ],
                 dim=1,
             ).view(-1, 3, 6)
-        return cell_index.long(), basis, (u - u0).unsqueeze(-1)
+            n_pairs = basis.shape[0]
+            rows = (cell_index.long().unsqueeze(1) * 6 + torch.arange(6, device=basis.device)).repeat(3, 1)
+            weights = basis.transpose(0, 1).reshape(3 * n_pairs, 6)
+        return rows, weights, (u - u0).unsqueeze(-1)
 
-    def _table_filters(self, t: int, intervals: Tensor, basis: Tensor, offset: Tensor, first: int) -> Tensor:
+    def _table_filters(self, t: int, rows: Tensor, weights: Tensor, offset: Tensor, first: int) -> Tensor:
         """Filters of interaction ``t`` from the quintic tables, shape (k, P, F), exact to second order in distance.
 
         The table polynomial ``p`` is evaluated without autograd (value, first and half the
@@ -315,17 +322,26 @@ class SchNetCommittee(nn.Module):
         """
         k, n_pairs, f = offset.shape[0], offset.shape[1], self.n_features
         with torch.no_grad():
+            # Fused gather and contraction (embedding_bag, mode "sum"): each pair's 6 coefficient rows of its
+            # interval, weighted by the monomials of the value, slope and half curvature, without the
+            # (P, 6, features) tensor of gathered rows (see ``_table_setup``).
             if k == self.n_members:
-                # All members: one gather of (P, 6, M, F) rows, members side by side -> (P, 6, M * F).
-                coefficients = self.filter_table[t].index_select(0, intervals).view(n_pairs, 6, k * f)
+                # All members: table rows hold the members side by side -> (3, P, M, F) -> (3, M, P, F).
+                table = self.filter_table[t].view(-1, k * f)
+                polynomial = torch.nn.functional.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+                polynomial = polynomial.view(3, n_pairs, k, f).transpose(1, 2)
             else:
-                # A few members (a pass of a large system): gather only theirs, from the member-major copy.
-                parts = [self.member_table[t, first + m].index_select(0, intervals) for m in range(k)]
-                coefficients = torch.stack(parts, dim=2).view(n_pairs, 6, k * f)
-            polynomial = torch.bmm(basis, coefficients).view(n_pairs, 3, k, f).permute(2, 1, 0, 3)
-            value = polynomial[:, 0]
-            slope = polynomial[:, 1]
-            half_curvature = polynomial[:, 2]
+                # A few members (a pass of a large system): each from the member-major copy.
+                parts = [
+                    torch.nn.functional.embedding_bag(
+                        rows, self.member_table[t, first + m].view(-1, f), per_sample_weights=weights, mode="sum"
+                    ).view(3, n_pairs, f)
+                    for m in range(k)
+                ]
+                polynomial = torch.stack(parts, dim=1)
+            value = polynomial[0]
+            slope = polynomial[1]
+            half_curvature = polynomial[2]
         return value + offset * (slope + offset * half_curvature)
 
     @torch.jit.unused
