@@ -97,14 +97,19 @@ def log_partition_function(train_energies: Sequence[float], kt: float) -> float:
     return float(torch.logsumexp(-energies / kt, dim=0))
 
 
-def batch_statistics(committee: torch.nn.Module, numbers: Tensor, positions: Tensor) -> Tuple[Tensor, Tensor]:
-    """Committee mean energy (S,) and sigma_F^2 (S,; Eq. 7, M-1) for a batch of structures, differentiable.
+def batch_statistics(
+    committee: torch.nn.Module, numbers: Tensor, positions: Tensor, create_graph: bool = True
+) -> Tuple[Tensor, Tensor]:
+    """Committee mean energy (S,) and sigma_F^2 (S,; Eq. 7, M-1) for a batch of structures.
 
     Parameters
     ----------
     committee : SchNetCommittee (anything with ``atomic_energies`` and ``n_members``)
     numbers : Tensor, shape (N,)
-    positions : Tensor, shape (S, N, 3), unit Angstrom
+    positions : Tensor, shape (S, N, 3), unit Angstrom; must require grad
+    create_graph : bool
+        Keep the graph so both outputs can be differentiated with respect to ``positions``
+        (attacks). ``False`` returns plain values and frees the graph at once.
     """
     s, n = positions.shape[:2]
     m = committee.n_members
@@ -112,11 +117,13 @@ def batch_statistics(committee: torch.nn.Module, numbers: Tensor, positions: Ten
     member_positions = positions.reshape(s * n, 3).unsqueeze(0).repeat(m, 1, 1)
     atomic = committee.atomic_energies(member_positions, numbers.repeat(s), None, structure_index)
     energies = torch.zeros((m, s), dtype=atomic.dtype, device=atomic.device).index_add_(1, structure_index, atomic)
-    (gradient,) = torch.autograd.grad(energies.sum(), member_positions, create_graph=True)
+    (gradient,) = torch.autograd.grad(energies.sum(), member_positions, create_graph=create_graph)
     deviation = gradient - gradient.mean(0)
     per_atom = (deviation * deviation).sum(-1).sum(0)
     sigma_f2 = torch.zeros(s, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, structure_index, per_atom)
     sigma_f2 = sigma_f2 / ((m - 1) * 3 * n)
+    if not create_graph:
+        return energies.mean(0).detach(), sigma_f2.detach()
     return energies.mean(0), sigma_f2
 
 
@@ -162,7 +169,7 @@ def committee_statistics(
     for start in range(0, len(positions), batch_size):
         chunk = torch.as_tensor(positions[start : start + batch_size], dtype=parameter.dtype, device=parameter.device)
         with torch.enable_grad():
-            energy, sigma_f2 = batch_statistics(committee, z, chunk.requires_grad_(True))
+            energy, sigma_f2 = batch_statistics(committee, z, chunk.requires_grad_(True), create_graph=False)
         energies.append(energy.detach().cpu().numpy())
         sigmas.append(sigma_f2.detach().cpu().numpy())
     if not energies:
@@ -227,7 +234,7 @@ def attack(
     generator = torch.Generator().manual_seed(int(config.seed))
     delta = (torch.randn(shape, generator=generator, dtype=dtype) * config.init_std).to(base.device).requires_grad_(True)
     with torch.enable_grad():
-        _, initial = batch_statistics(committee, z, geometry(delta.detach()).requires_grad_(True))
+        _, initial = batch_statistics(committee, z, geometry(delta.detach()).requires_grad_(True), create_graph=False)
     optimizer = torch.optim.Adam([delta], lr=config.learning_rate)
     history: List[float] = []
     for _ in range(int(config.steps)):
@@ -246,8 +253,10 @@ def attack(
                 norms = delta.reshape(s, -1).norm(dim=1).clamp(min=1e-12)
                 delta.mul_((config.max_norm / norms).clamp(max=1.0).view(s, 1, 1))
         history.append(float(objective.detach().mean()))
+        # Release this step's graph (the part towards the committee weights was never traversed) before the next.
+        del energy, sigma_f2, objective
     final = geometry(delta.detach())
-    energy, sigma_f2 = batch_statistics(committee, z, final.clone().requires_grad_(True))
+    energy, sigma_f2 = batch_statistics(committee, z, final.clone().requires_grad_(True), create_graph=False)
     return AttackResult(
         positions=final.detach().cpu().numpy(),
         delta=delta.detach().cpu().numpy(),

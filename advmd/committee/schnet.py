@@ -443,8 +443,8 @@ class SchNetCommittee(nn.Module):
             new.energy_scale.copy_(self.energy_scale)
         new = new.to(dtype=self.embedding.dtype, device=self.embedding.device)
         if self.uses_tables:
-            new.filter_table = self.filter_table[:, :, :, index].clone()
-            new.member_table = self.member_table[:, index].clone()
+            new.filter_table = self.filter_table[:, :, :, index].contiguous()
+            new.member_table = self.member_table[:, index].contiguous()
             new.uses_tables = True
             new.table_spacing = self.table_spacing
             new.table_intervals = self.table_intervals

@@ -106,7 +106,9 @@ def use_simple_executor(enabled: bool = True) -> bool:
     Returns
     -------
     bool
-        Whether the simple executor was in use before (pass it back to restore).
+        Whether the simple executor was in use before (pass it back to restore). ``False``
+        restores TorchScript's default (the profiling executor in profiling mode); a process
+        that had selected the legacy executor itself gets the default back, not the legacy one.
     """
     was_profiling = torch._C._jit_set_profiling_mode(not enabled)
     was_profiling_executor = torch._C._jit_set_profiling_executor(True)

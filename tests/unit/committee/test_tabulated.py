@@ -175,3 +175,18 @@ def test_float32_tables_agree_with_the_float32_exact_committee(alanine):
     scripted = torch.jit.script(fast)
     x = positions.unsqueeze(0).repeat(4, 1, 1)
     torch.testing.assert_close(scripted(x, numbers, None), fast(x, numbers, None), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("n_atoms", [1, 2])
+def test_no_pair_within_the_cutoff_gives_the_exact_atomic_energies_and_zero_forces(n_atoms):
+    """An empty pair list (one atom, or two beyond the cutoff) passes through the table lookup."""
+    committee = small_committee()
+    positions = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0 * committee.cutoff]], dtype=torch.float64)[:n_atoms]
+    numbers = torch.tensor([8, 1])[:n_atoms]
+    exact_e, exact_f = member_energies_forces(committee, positions, numbers)
+    e, f = member_energies_forces(committee.tabulated(), positions, numbers)
+    torch.testing.assert_close(e, exact_e, atol=1e-12, rtol=0)
+    assert bool((f == 0).all()) and bool((exact_f == 0).all())
+    passes = CommitteePotential(committee.tabulated(), make_bias("hal", committee.n_members), pass_atoms=1)
+    out = passes(positions, numbers, None, torch.tensor(0.1, dtype=torch.float64))
+    assert bool((out["forces"] == 0).all()) and float(out["sigma_f2"]) == 0.0
