@@ -74,7 +74,7 @@ def neighbor_pairs(
     positions: Tensor,
     cutoff: float,
     cell: Optional[Tensor],
-    block_size: int = 512,
+    block_size: int = 128,
     structure_index: Optional[Tensor] = None,
     half: bool = False,
     method: str = "auto",
@@ -132,7 +132,9 @@ def _all_pairs(
         shift_blocks = []
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
-            raw = pos.unsqueeze(0) - pos[start:stop].unsqueeze(1)
+            # A half list needs columns j > i only: the block's rows against atoms from ``start`` on.
+            first_column = start if half else 0
+            raw = pos[first_column:].unsqueeze(0) - pos[start:stop].unsqueeze(1)
             if cell is not None:
                 wrapped = minimum_image(raw, cell)
             else:
@@ -142,16 +144,18 @@ def _all_pairs(
                 within = within & (structure_index[start:stop].unsqueeze(1) == structure_index.unsqueeze(0))
             pair_index = torch.nonzero(within)
             local_i = pair_index[:, 0]
-            j = pair_index[:, 1]
+            local_j = pair_index[:, 1]
             i = local_i + start
+            j = local_j + first_column
             keep = j > i if half else i != j
             local_i = local_i[keep]
+            local_j = local_j[keep]
             i = i[keep]
             j = j[keep]
             rows.append(i)
             cols.append(j)
             if cell is not None:
-                shift_blocks.append(wrapped[local_i, j] - raw[local_i, j])
+                shift_blocks.append(wrapped[local_i, local_j] - raw[local_i, local_j])
             else:
                 shift_blocks.append(torch.zeros((i.shape[0], 3), dtype=pos.dtype, device=pos.device))
         if len(rows) == 0:

@@ -220,7 +220,7 @@ class SchNetCommittee(nn.Module):
 
         See :func:`~advmd.committee.neighbors.neighbor_pairs`; for :meth:`member_energies`.
         """
-        return neighbor_pairs(positions.detach(), self.cutoff, cell, 512, None, True)
+        return neighbor_pairs(positions.detach(), self.cutoff, cell, 128, None, True)
 
     def _atomic_energies(
         self,
@@ -237,7 +237,7 @@ class SchNetCommittee(nn.Module):
         # Half pair list: filters depend on |r_ij| only, so each is computed once and
         # carries messages both ways (j -> i and i -> j).
         if pairs is None:
-            i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 512, structure_index, True)
+            i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 128, structure_index, True)
         else:
             i, j, shifts = pairs
         if cell is not None:
