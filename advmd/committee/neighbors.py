@@ -141,7 +141,7 @@ def _all_pairs(
                 wrapped = raw
             within = (wrapped * wrapped).sum(-1) < cutoff2
             if structure_index is not None:
-                within = within & (structure_index[start:stop].unsqueeze(1) == structure_index.unsqueeze(0))
+                within = within & (structure_index[start:stop].unsqueeze(1) == structure_index[first_column:].unsqueeze(0))
             pair_index = torch.nonzero(within)
             local_i = pair_index[:, 0]
             local_j = pair_index[:, 1]

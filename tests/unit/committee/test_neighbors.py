@@ -58,6 +58,10 @@ def test_structures_in_one_batch_are_never_paired(rng, method):
     i, j, _ = neighbor_pairs(positions, 10.0, None, structure_index=structure_index, method=method)
     assert bool((structure_index[i] == structure_index[j]).all())
     assert len(i) == 8 * 7 + 12 * 11
+    # Half lists in several row blocks (each block compares its rows with the atoms from its first row on).
+    hi, hj, _ = neighbor_pairs(positions, 10.0, None, 6, structure_index, True, method)
+    assert bool((structure_index[hi] == structure_index[hj]).all()) and bool((hj > hi).all())
+    assert {(a, b) for a, b in zip(hi.tolist(), hj.tolist())} == {(a, b) for a, b in zip(i.tolist(), j.tolist()) if a < b}
 
 
 @pytest.mark.parametrize(
