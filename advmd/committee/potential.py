@@ -222,6 +222,20 @@ class CommitteePotential(nn.Module):
         per_pass = max(1, self.pass_atoms // n_atoms)
         return list(range(0, self.n_members, per_pass))
 
+    def _pass_energies(
+        self,
+        member_positions: Tensor,
+        atomic_numbers: Tensor,
+        cell: Optional[Tensor],
+        first: int,
+        pairs: Optional[Tuple[Tensor, Tensor, Tensor]],
+    ) -> Tensor:
+        """Energies of one pass's members, on the call's shared pair list when the committee takes one."""
+        # hasattr is resolved when the module is scripted: only the branch the committee supports is compiled.
+        if hasattr(self.committee, "pair_list"):
+            return self.committee.member_energies(member_positions, atomic_numbers, cell, first, pairs)
+        return self.committee.member_energies(member_positions, atomic_numbers, cell, first)
+
     def _evaluate_in_passes(
         self, positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], strength: Tensor, bias_active: bool
     ) -> Dict[str, Tensor]:
@@ -248,10 +262,7 @@ class CommitteePotential(nn.Module):
         for first in starts:
             k = min(per_pass, m - first)
             member_positions = base.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
-            if hasattr(self.committee, "pair_list"):
-                energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first, pairs)
-            else:
-                energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
+            energies = self._pass_energies(member_positions, atomic_numbers, cell, first, pairs)
             gradient = torch.autograd.grad([energies.sum()], [member_positions])[0]
             assert gradient is not None
             # Detached: the energies' autograd graph would keep the pass's saved tensors alive
@@ -285,10 +296,7 @@ class CommitteePotential(nn.Module):
                     for first in starts:
                         k = min(per_pass, m - first)
                         member_positions = base.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
-                        if hasattr(self.committee, "pair_list"):
-                            energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first, pairs)
-                        else:
-                            energies = self.committee.member_energies(member_positions, atomic_numbers, cell, first)
+                        energies = self._pass_energies(member_positions, atomic_numbers, cell, first, pairs)
                         gradient = torch.autograd.grad([energies.sum()], [member_positions], create_graph=True)[0]
                         assert gradient is not None
                         # F_m = -gradient; d/dR of sum_m (F_m . v_m) with v_m fixed is sum_m J_m^T v_m.

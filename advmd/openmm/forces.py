@@ -96,8 +96,9 @@ def use_simple_executor(enabled: bool = True) -> bool:
     This turns off the profiling *mode* and keeps the profiling *executor*, which then
     runs its fallback graph. (Until 2026-12 advmd turned the profiling executor off, which
     selects TorchScript's legacy executor: just as reproducible, but it rewrites models into
-    autodiff subgraphs. Measured on the benchmark committee at 22 atoms: first call 480-690 ms
-    against 45-135 ms now, peak memory 65 MB higher; later calls equally fast.)
+    autodiff subgraphs. Measured on the benchmark committee with a sigma_F bias at 22 atoms:
+    first call 610-730 ms against 53-67 ms now, peak memory about 50 MB higher; later calls
+    equally fast.)
     ``advmd md`` calls this; call it in your own script before running MD if you need
     the same guarantee. It affects every TorchScript module of the process, from its
     first call on: a model already run under the profiling executor keeps its optimised
