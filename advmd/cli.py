@@ -61,6 +61,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
 
     from advmd.committee import read_metadata
     from advmd.openmm import create_system, parameter_names, read_uncertainty
+    from advmd.openmm.platforms import choose_platform
     from advmd.systems import alanine_dipeptide, resource_path
 
     if args.steps < 1 or args.report_interval < 1:
@@ -75,7 +76,10 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         args.temperature * unit.kelvin, 1.0 / unit.picosecond, args.timestep * unit.femtoseconds
     )
     integrator.setRandomNumberSeed(args.seed + 1)
-    platform = openmm.Platform.getPlatformByName(args.platform)
+    try:
+        platform = choose_platform(system, args.platform)
+    except ValueError as error:
+        raise SystemExit(f"advmd demo: --platform: {error}") from None
     simulation = app.Simulation(topology, system, integrator, platform)
     simulation.context.setPositions(positions)
     simulation.minimizeEnergy(maxIterations=200)
@@ -87,7 +91,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     _write(
         out,
         f"advmd demo: alanine dipeptide, committee of {metadata['n_members']} ({metadata['architecture']['class']}), "
-        f"bias {metadata['bias']['form']}, backend {args.backend}, platform {args.platform}",
+        f"bias {metadata['bias']['form']}, backend {args.backend}, platform {platform.getName()}",
     )
     _write(
         out,
@@ -526,7 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--temperature", type=float, default=300.0, help="K")
     demo.add_argument("--bias-strength", type=float, default=20.0, help="UDD amplitude A in kJ/mol, switched on half-way")
     demo.add_argument("--backend", choices=("torch", "python"), default="torch", help="TorchForce or PythonForce")
-    demo.add_argument("--platform", default="CPU", help="OpenMM platform (Reference, CPU, CUDA, OpenCL)")
+    demo.add_argument(
+        "--platform", default="auto", help="OpenMM platform (Reference, CPU, CUDA, OpenCL; auto: advmd.openmm.choose_platform)"
+    )
     demo.add_argument("--seed", type=int, default=0)
 
     bench = verbs.add_parser("bench", help="performance suite: times, ratios against targets, peak memory")
@@ -534,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sizes", default="22,648,3000", help="atom counts: 22 (alanine dipeptide) and water boxes (default 22,648,3000)"
     )
     bench.add_argument("--repeats", type=int, default=9, help="repeats per measurement (medians are printed)")
-    bench.add_argument("--platform", default="CPU", help="OpenMM platform")
+    bench.add_argument("--platform", default="auto", help="OpenMM platform (auto: advmd.openmm.choose_platform)")
     bench.add_argument("--attack-seeds", type=int, default=20)
     bench.add_argument("--attack-steps", type=int, default=5)
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (one process each)")
@@ -671,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--nve-ps", type=float, default=1.0, help="NVE run length in ps (0 = skip)")
     con.add_argument("--timestep", type=float, default=0.5, help="fs")
     con.add_argument("--temperature", type=float, default=300.0, help="initial velocities, K")
-    con.add_argument("--platform", default=None, help="OpenMM platform (default: fastest available)")
+    con.add_argument("--platform", default="auto", help="OpenMM platform (auto: advmd.openmm.choose_platform)")
     con.add_argument("--seed", type=int, default=1)
     con.add_argument("--out", default="diagnostics", help="output folder")
 

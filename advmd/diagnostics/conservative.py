@@ -264,7 +264,7 @@ def nve_drift(
     report_every : int
         Steps between energy readings.
     platform : str, optional
-        OpenMM platform name (default: OpenMM's choice, the fastest available).
+        OpenMM platform name; default (or ``"auto"``): :func:`advmd.openmm.platforms.choose_platform`.
     seed : int
         Velocity seed: the run is reproducible.
     max_temperature_k : float, unit K
@@ -277,6 +277,7 @@ def nve_drift(
     import openmm
     from openmm import unit
 
+    from advmd.openmm.platforms import choose_platform
     from advmd.openmm.reporters import _degrees_of_freedom
 
     for name, value in (("timestep_fs", timestep_fs), ("duration_ps", duration_ps), ("temperature_k", temperature_k)):
@@ -285,10 +286,7 @@ def nve_drift(
     if int(report_every) != report_every or report_every < 1:
         raise ValueError(f"report_every must be an integer >= 1, got {report_every!r}")
     integrator = openmm.VerletIntegrator(timestep_fs * unit.femtoseconds)
-    if platform is None:
-        context = openmm.Context(system, integrator)
-    else:
-        context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context = openmm.Context(system, integrator, choose_platform(system, platform or "auto"))
     context.setPositions(positions)
     context.setVelocities(_initial_velocities(system, temperature_k, int(seed)) * unit.nanometer / unit.picosecond)
     dof = _degrees_of_freedom(system)

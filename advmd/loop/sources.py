@@ -89,6 +89,7 @@ def md_walker_job(spec: Dict[str, Any]) -> Dict[str, Any]:
     from advmd.attacks.job import molecule_graph
     from advmd.md.stability import Frame, MinimumDistanceChecker
     from advmd.openmm import create_system
+    from advmd.openmm.platforms import choose_platform
 
     numbers, start = spec["numbers"], np.asarray(spec["start"], dtype=np.float64)
     bonds, topology = molecule_graph(numbers, start, spec.get("topology"))
@@ -103,8 +104,9 @@ def md_walker_job(spec: Dict[str, Any]) -> Dict[str, Any]:
         float(spec["temperature"]) * unit.kelvin, 1.0 / unit.picosecond, float(spec["timestep_fs"]) * unit.femtoseconds
     )
     integrator.setRandomNumberSeed(int(spec["seed"]) + 1)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    context = openmm.Context(system, integrator, platform, {"Threads": str(int(spec.get("threads", 1)))})
+    platform = choose_platform(system)
+    properties = {"Threads": str(int(spec.get("threads", 1)))} if platform.getName() == "CPU" else {}
+    context = openmm.Context(system, integrator, platform, properties)
     context.setPositions(start * units.ANGSTROM_TO_NM)
     context.setVelocitiesToTemperature(float(spec["temperature"]) * unit.kelvin, int(spec["seed"]) + 1)
     frames, stable, reason, step = [], True, "", 0

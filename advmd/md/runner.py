@@ -39,7 +39,7 @@ MD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "system": {"pdb": ""},
     "model": {"file": "", "backend": "torch"},
     "integrator": {"kind": "langevin_middle", "temperature": 300.0, "timestep": 0.5, "friction": 1.0, "seed": 0},
-    "run": {"steps": 20000, "platform": "CPU", "output": "md-run", "checkpoint_interval": 1000, "minimize": True},
+    "run": {"steps": 20000, "platform": "auto", "output": "md-run", "checkpoint_interval": 1000, "minimize": True},
     "bias": {"strength": 0.0, "schedule": []},
     "report": {"interval": 100, "every_step": False},
     "watchdog": {
@@ -97,6 +97,7 @@ def _positive_int(config: Dict[str, Any], section: str, key: str) -> None:
 def validate_md_config(config: Dict[str, Any]) -> None:
     """Raise ``ValueError``/``FileNotFoundError`` naming the field for any bad setting."""
     from advmd.openmm.forces import BACKENDS, CommitteeComputation
+    from advmd.openmm.platforms import platform_names
 
     for section, key in (("run", "steps"), ("run", "checkpoint_interval"), ("report", "interval")):
         _positive_int(config, section, key)
@@ -108,6 +109,10 @@ def validate_md_config(config: Dict[str, Any]) -> None:
             raise ValueError(f"[integrator] {key} must be a number > 0, got {integ[key]!r}")
     if config["model"]["backend"] not in BACKENDS:
         raise ValueError(f"[model] backend must be one of {BACKENDS}, got {config['model']['backend']!r}")
+    platform = config["run"]["platform"]
+    available = platform_names()
+    if platform != "auto" and platform not in available:
+        raise ValueError(f"[run] platform must be 'auto' or one of the platforms OpenMM has here {available}, got {platform!r}")
     every_step = config["report"]["every_step"]
     if not isinstance(every_step, bool):
         raise ValueError(f"[report] every_step must be true or false, got {every_step!r}")
@@ -198,7 +203,6 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
     stop_after_steps : int, optional
         Stop (as if interrupted) once this many steps ran in this call; for tests.
     """
-    import openmm
     from openmm import app, unit
 
     from advmd.md.stability import (
@@ -247,9 +251,8 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
     model = config["model"]["file"] or str(resource_path("alanine-dipeptide-committee.pt"))
     strength_name = parameter_names()["bias_strength"]
     system = create_system(topology, model, backend=config["model"]["backend"], bias_strength=_strength_at(config, 0))
-    simulation = app.Simulation(
-        topology, system, _build_integrator(config), openmm.Platform.getPlatformByName(config["run"]["platform"])
-    )
+    platform = _run_platform(config, system, state_record, checkpoint.exists(), checkpoint)
+    simulation = app.Simulation(topology, system, _build_integrator(config), platform)
     reference = np.asarray(positions.value_in_unit(unit.nanometer)) * units.NM_TO_ANGSTROM
     resumed_from = None
     if checkpoint.exists():
@@ -257,6 +260,8 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         resumed_from = int(simulation.currentStep)
         logger.info("resuming %s from step %d", out, resumed_from)
     else:
+        # Recorded before the first checkpoint exists: a resume must use the platform that writes it.
+        _atomic_json(progress_file, {"status": "running", "step": 0, "platform": platform.getName()})
         simulation.context.setPositions(positions)
         if config["run"]["minimize"]:
             simulation.minimizeEnergy(maxIterations=500)
@@ -347,6 +352,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
                     {
                         "status": "running",
                         "step": int(simulation.currentStep),
+                        "platform": platform.getName(),
                         "bias_strength": _strength_at(config, int(simulation.currentStep)),
                         "temperature_window": list(watchdog.checkers[3].history) if watchdog is not None else [],
                     },
@@ -369,12 +375,33 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
             {
                 "status": status,
                 "step": int(simulation.currentStep),
+                "platform": platform.getName(),
                 "failure_step": failure_step,
                 "reasons": reasons,
                 "ns_per_day": ns_per_day,
             },
         )
     return RunResult(status, int(simulation.currentStep), failure_step, reasons, seconds, ns_per_day, resumed_from)
+
+
+def _run_platform(config: Dict[str, Any], system: Any, state_record: Dict[str, Any], resuming: bool, checkpoint: Path) -> Any:
+    """The OpenMM platform of this run: ``[run] platform`` (``auto``: :func:`~advmd.openmm.platforms.choose_platform`).
+
+    A checkpoint loads only on the platform that wrote it: a resumed run takes the platform recorded in
+    ``progress.json`` (``CPU`` for runs recorded before the platform was: the default then).
+    """
+    from advmd.openmm.platforms import choose_platform
+
+    requested = config["run"]["platform"]
+    if not resuming:
+        return choose_platform(system, requested)
+    recorded = str(state_record.get("platform", "CPU"))
+    if requested not in ("auto", recorded):
+        raise ValueError(
+            f"[run] platform {requested!r} differs from the platform {recorded!r} that wrote the checkpoint {checkpoint}; "
+            f"a checkpoint resumes only on its own platform: set platform = {recorded!r} (or 'auto'), or use a new [run] output"
+        )
+    return choose_platform(system, recorded)
 
 
 def _save(simulation: Any, checkpoint: Path) -> None:

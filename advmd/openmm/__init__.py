@@ -10,6 +10,7 @@ from advmd.openmm.forces import (
     read_uncertainty,
     use_simple_executor,
 )
+from advmd.openmm.platforms import choose_platform
 from advmd.openmm.schedules import AdaptiveBiasStrength, BiasSchedule, StepSchedule, UncertaintyRamp
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "UncertaintyRamp",
     "Uncertainty",
     "add_committee_force",
+    "choose_platform",
     "create_committee_force",
     "create_system",
     "parameter_names",

@@ -98,6 +98,31 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, model):
         np.testing.assert_array_equal(cut.root.uncertainty.read(), ref.root.uncertainty.read())
 
 
+def test_auto_platform_is_recorded_and_a_resume_keeps_it(tmp_path, model):
+    """platform = "auto" picks Reference for this committee-only System (no GPU here) and records it before the
+    first checkpoint; a resume asking for another platform stops with the one the checkpoint needs."""
+    import torch
+
+    text = config_text(model, "auto").replace('platform = "Reference"', 'platform = "auto"')
+    (tmp_path / "auto.toml").write_text(text)
+    first = run_md(load_md_config(tmp_path / "auto.toml"), progress=False, stop_after_steps=25)
+    assert first.status == "running" and first.steps == 25
+    expected = "CUDA" if torch.cuda.is_available() else "Reference"
+    assert json.loads((tmp_path / "auto" / "progress.json").read_text())["platform"] == expected
+    (tmp_path / "cpu.toml").write_text(text.replace('platform = "auto"', 'platform = "CPU"'))
+    with pytest.raises(ValueError, match=f"platform 'CPU' differs from the platform '{expected}'"):
+        run_md(load_md_config(tmp_path / "cpu.toml"), progress=False)
+    second = run_md(load_md_config(tmp_path / "auto.toml"), progress=False)
+    assert second.resumed_from == 20 and second.status == "completed" and second.steps == 60
+
+
+def test_unknown_platform_fails_before_any_step(tmp_path, model):
+    (tmp_path / "md.toml").write_text(config_text(model, "run").replace('platform = "Reference"', 'platform = "Metal"'))
+    with pytest.raises(ValueError, match=r"\[run\] platform must be 'auto' or one of .*'Reference'.*got 'Metal'"):
+        load_md_config(tmp_path / "md.toml")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_kill_9_at_a_random_moment_loses_and_duplicates_nothing(tmp_path, model):
     """A real SIGKILL of `advmd md` in a subprocess, then the same command again."""
