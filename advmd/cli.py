@@ -539,7 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--sizes", default="22,648,3000", help="atom counts: 22 (alanine dipeptide) and water boxes (default 22,648,3000)"
     )
-    bench.add_argument("--repeats", type=int, default=9, help="repeats per measurement (medians are printed)")
+    bench.add_argument(
+        "--repeats", type=int, default=25, help="repeats at 22 atoms (a sixth of them, at least 2, at the larger sizes)"
+    )
     bench.add_argument("--platform", default="auto", help="OpenMM platform (auto: advmd.openmm.choose_platform)")
     bench.add_argument("--attack-seeds", type=int, default=20)
     bench.add_argument("--attack-steps", type=int, default=5)
