@@ -109,6 +109,7 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
 
     from advmd import units
     from advmd.openmm import create_system, use_simple_executor
+    from advmd.openmm.platforms import choose_platform
     from advmd.openmm.reporters import InstabilityError, StabilityWatchdog
 
     use_simple_executor()
@@ -120,8 +121,8 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
         task["temperature"] * unit.kelvin, task["friction"] / unit.picosecond, task["timestep_fs"] * unit.femtoseconds
     )
     integrator.setRandomNumberSeed(task["seed"] + 1)
-    platform = openmm.Platform.getPlatformByName(task["platform"])
-    properties = {"Threads": "1"} if task["platform"] == "CPU" else {}
+    platform = choose_platform(system, task["platform"])
+    properties = {"Threads": "1"} if platform.getName() == "CPU" else {}  # one thread per worker process
     simulation = app.Simulation(topology, system, integrator, platform, properties)
     simulation.context.setPositions(positions)
     simulation.context.setVelocitiesToTemperature(task["temperature"] * unit.kelvin, task["seed"] + 1)
@@ -182,7 +183,7 @@ def stability_test(
     check_interval: int = 20,
     processes: Optional[int] = None,
     seed: int = 0,
-    platform: str = "CPU",
+    platform: str = "auto",
     bias_strength: float = 0.0,
     engine: str = "openmm",
 ) -> StabilityTestResult:
@@ -203,6 +204,10 @@ def stability_test(
         Steps between checks (the time resolution of failure times).
     processes : int
         Worker processes (default: CPU count).
+    platform : str
+        OpenMM platform of each run (``"auto"``: :func:`advmd.openmm.platforms.choose_platform`,
+        the Reference platform for the committee alone without a GPU; the CPU platform runs one
+        thread per worker).
     engine : str
         ``"openmm"``: each run is an OpenMM simulation of the exported committee in a worker
         process. ``"batched"``: all runs integrate together in one process, one batched
@@ -224,6 +229,11 @@ def stability_test(
         raise FileNotFoundError(f"model {model!r} does not exist")
     if engine not in ("openmm", "batched"):
         raise ValueError(f"engine must be 'openmm' or 'batched', got {engine!r}")
+    if platform != "auto":
+        from advmd.openmm.platforms import platform_names
+
+        if platform not in platform_names():
+            raise ValueError(f"platform must be 'auto' or one of {platform_names()}, got {platform!r}")
     if engine == "batched" and bias_strength:
         raise ValueError("engine 'batched' runs the unbiased committee; use engine 'openmm' for bias_strength != 0")
     criteria = dict(criteria or {"bond_tolerance": 0.5, "min_distance": 0.7})
