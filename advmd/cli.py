@@ -406,6 +406,12 @@ def _bench(args: argparse.Namespace, out: TextIO) -> int:
         raise SystemExit(
             f"advmd bench: --sizes must be comma-separated atom counts such as 22,648,3000, got {args.sizes!r}"
         ) from None
+    from advmd.openmm.platforms import check_platform_name
+
+    try:
+        check_platform_name(args.platform)
+    except ValueError as error:
+        raise SystemExit(f"advmd bench: --platform: {error}") from None
     bad = [n for n in sizes if n != 22 and (n % 3 or n < 24)]
     if bad or not sizes:
         raise SystemExit(
@@ -474,6 +480,12 @@ def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
         from ase import Atoms
 
         from advmd.diagnostics import diagnose_conservative
+        from advmd.openmm.platforms import check_platform_name
+
+        try:
+            check_platform_name(args.platform)
+        except ValueError as error:
+            raise SystemExit(f"advmd diagnose conservative: --platform: {error}") from None
 
         topology, positions = _molecule(args.pdb)
         numbers = [a.element.atomic_number for a in topology.atoms()]
@@ -540,7 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sizes", default="22,648,3000", help="atom counts: 22 (alanine dipeptide) and water boxes (default 22,648,3000)"
     )
     bench.add_argument(
-        "--repeats", type=int, default=25, help="repeats at 22 atoms (a sixth of them, at least 2, at the larger sizes)"
+        "--repeats",
+        type=int,
+        default=25,
+        help="repeats at 22 atoms (larger sizes: a sixth of them, at least 2, and half that for their OpenMM steps)",
     )
     bench.add_argument("--platform", default="auto", help="OpenMM platform (auto: advmd.openmm.choose_platform)")
     bench.add_argument("--attack-seeds", type=int, default=20)

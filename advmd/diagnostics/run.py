@@ -292,8 +292,11 @@ def diagnose_conservative(
         Needed for the NVE run (``nve_ps=0`` skips it).
     """
     from advmd.committee import load_committee
+    from advmd.openmm.platforms import check_platform_name
     from advmd.units import ANGSTROM_TO_NM
 
+    if nve_ps > 0 and platform is not None:
+        check_platform_name(platform)  # before the Jacobians, not after them
     potential, metadata = load_committee(model)
     lambdas = []
     for atoms in structures:

@@ -384,24 +384,46 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
     return RunResult(status, int(simulation.currentStep), failure_step, reasons, seconds, ns_per_day, resumed_from)
 
 
+def _checkpoint_platform(checkpoint: Path) -> Optional[str]:
+    """The platform named in an OpenMM binary checkpoint's header, or None if the header is not as expected.
+
+    OpenMM writes ``b"OpenMM Binary Checkpoint\\n"``, one byte, the name's length (int32, little-endian) and
+    the name of the platform that wrote it; it loads the file only on that platform.
+    """
+    magic = b"OpenMM Binary Checkpoint\n"
+    try:
+        with open(checkpoint, "rb") as handle:
+            head = handle.read(len(magic) + 5 + 64)
+    except OSError:
+        return None
+    if not head.startswith(magic) or len(head) < len(magic) + 5:
+        return None
+    length = int.from_bytes(head[len(magic) + 1 : len(magic) + 5], "little")
+    name = head[len(magic) + 5 : len(magic) + 5 + length]
+    if not 0 < length <= 64 or len(name) != length or not name.isalnum():
+        return None
+    return name.decode("ascii")
+
+
 def _run_platform(config: Dict[str, Any], system: Any, state_record: Dict[str, Any], resuming: bool, checkpoint: Path) -> Any:
     """The OpenMM platform of this run: ``[run] platform`` (``auto``: :func:`~advmd.openmm.platforms.choose_platform`).
 
-    A checkpoint loads only on the platform that wrote it: a resumed run takes the platform recorded in
-    ``progress.json`` (``CPU`` for runs recorded before the platform was: the default then).
+    A checkpoint loads only on the platform that wrote it, so a resumed run takes that one: named in the
+    checkpoint's header, else recorded in ``progress.json``, else the configured name (``CPU`` for ``auto``:
+    the default before the platform was recorded).
     """
     from advmd.openmm.platforms import choose_platform
 
     requested = config["run"]["platform"]
     if not resuming:
         return choose_platform(system, requested)
-    recorded = str(state_record.get("platform", "CPU"))
+    recorded = _checkpoint_platform(checkpoint) or state_record.get("platform") or (requested if requested != "auto" else "CPU")
     if requested not in ("auto", recorded):
         raise ValueError(
             f"[run] platform {requested!r} differs from the platform {recorded!r} that wrote the checkpoint {checkpoint}; "
             f"a checkpoint resumes only on its own platform: set platform = {recorded!r} (or 'auto'), or use a new [run] output"
         )
-    return choose_platform(system, recorded)
+    return choose_platform(system, str(recorded))
 
 
 def _save(simulation: Any, checkpoint: Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, List
 
-__all__ = ["choose_platform", "platform_names", "is_committee_only"]
+__all__ = ["choose_platform", "check_platform_name", "platform_names", "is_committee_only"]
 
 # Forces whose kernels are the same on the Reference and CPU platforms, or that cost nothing per step.
 _PASSIVE_FORCES = ("CMMotionRemover", "PythonForce")
@@ -34,9 +34,12 @@ def platform_names() -> List[str]:
 
 
 def _is_torch_force(force: Any) -> bool:
+    # OpenMM's own forces come back typed; a plugin's force (a TorchForce among them) as the base class Force.
+    if type(force).__name__ != "Force":
+        return False
     try:
         from advmd.openmm._torch import TorchForce
-    except ImportError:  # pragma: no cover - openmm-torch missing: no TorchForce can be in the System
+    except (ImportError, OSError):  # pragma: no cover - openmm-torch missing or broken: no TorchForce runs here
         return False
     return bool(TorchForce.isinstance(force))
 
@@ -49,6 +52,13 @@ def is_committee_only(system: Any) -> bool:
         if not _is_torch_force(force):
             return False
     return True
+
+
+def check_platform_name(name: str) -> None:
+    """Raise ``ValueError`` (listing the platforms here) unless ``name`` is ``"auto"`` or a registered platform."""
+    available = platform_names()
+    if name != "auto" and name not in available:
+        raise ValueError(f"platform must be 'auto' or one of the platforms OpenMM has here {available}, got {name!r}")
 
 
 def _gpu_platform(available: List[str]) -> str:

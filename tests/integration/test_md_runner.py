@@ -116,6 +116,26 @@ def test_auto_platform_is_recorded_and_a_resume_keeps_it(tmp_path, model):
     assert second.resumed_from == 20 and second.status == "completed" and second.steps == 60
 
 
+def test_resume_reads_the_platform_from_the_checkpoint_when_progress_has_none(tmp_path, model):
+    """A run recorded before the platform was (or whose progress.json lost it) resumes on the platform named in
+    its checkpoint, whether the config names it or says auto."""
+    from advmd.md.runner import _checkpoint_platform
+
+    text = config_text(model, "old")
+    (tmp_path / "old.toml").write_text(text)
+    run_md(load_md_config(tmp_path / "old.toml"), progress=False, stop_after_steps=25)
+    progress = tmp_path / "old" / "progress.json"
+    record = json.loads(progress.read_text())
+    del record["platform"]
+    progress.write_text(json.dumps(record))
+    assert _checkpoint_platform(tmp_path / "old" / "state.chk") == "Reference"
+    (tmp_path / "auto.toml").write_text(text.replace('platform = "Reference"', 'platform = "auto"'))
+    second = run_md(load_md_config(tmp_path / "auto.toml"), progress=False, stop_after_steps=15)
+    assert second.resumed_from == 20 and second.steps == 35
+    third = run_md(load_md_config(tmp_path / "old.toml"), progress=False)
+    assert third.resumed_from == 20 and third.status == "completed"  # still no record: the header decides
+
+
 def test_unknown_platform_fails_before_any_step(tmp_path, model):
     (tmp_path / "md.toml").write_text(config_text(model, "run").replace('platform = "Reference"', 'platform = "Metal"'))
     with pytest.raises(ValueError, match=r"\[run\] platform must be 'auto' or one of .*'Reference'.*got 'Metal'"):

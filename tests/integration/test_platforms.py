@@ -90,3 +90,16 @@ def test_python_force_reads_modules_saved_in_the_older_tuple_form(alanine_pdb, a
     assert states[0].getPotentialEnergy() == states[1].getPotentialEnergy()
     np.testing.assert_array_equal(states[0].getForces(asNumpy=True)._value, states[1].getForces(asNumpy=True)._value)
     assert sorted(computation.last) == sorted(STATISTICS) and computation.last["bias_energy"] != 0.0
+
+
+def test_cli_refuses_an_unknown_platform_before_any_work(tmp_path):
+    from advmd.cli import main
+
+    for argv in (
+        ["bench", "--platform", "Metal"],
+        ["diagnose", "conservative", "--platform", "Metal", "--out", str(tmp_path)],
+        ["demo", "--platform", "Metal", "--steps", "1"],
+    ):
+        with pytest.raises(SystemExit, match=r"--platform: .*'Metal'"):
+            main(argv)
+    assert not any(tmp_path.iterdir())  # the diagnosis wrote nothing
