@@ -6,8 +6,9 @@ not the fastest: openmm-torch's ``TorchForce`` and OpenMM's ``PythonForce`` run 
 kernels on the CPU platform as on the Reference platform, while the CPU platform's
 integrator and force bookkeeping cost about 100-150 us per step (its thread pool), against
 2-3 us on the Reference platform. Measured on alanine dipeptide with the benchmark committee
-(M=5, 8.2-8.7 ms per model call, 2-core machine): a TorchForce step costs 1.05x the raw model
-call on the CPU platform and 0.98x on the Reference platform (see docs/benchmarks.md).
+(M=5, 8.2-8.7 ms per model call, 2-core machine), pooled over 120 interleaved repeats: a
+TorchForce step costs 1.04x the raw model call on the CPU platform and 0.97x on the Reference
+platform (see docs/benchmarks.md).
 A System with classical forces (a force field, an ML/MM set-up) needs the CPU platform's
 optimised kernels instead.
 
