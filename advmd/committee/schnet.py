@@ -108,6 +108,8 @@ class SchNetCommittee(nn.Module):
         self.n_rbf = k
         self.n_interactions = t
         self.cutoff = float(cutoff)
+        # Rows per block of the all-pairs search (small systems): a block of candidates stays in cache.
+        self.pair_block_rows = 128
 
         lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(species)] = torch.arange(len(species))
@@ -220,7 +222,7 @@ class SchNetCommittee(nn.Module):
 
         See :func:`~advmd.committee.neighbors.neighbor_pairs`; for :meth:`member_energies`.
         """
-        return neighbor_pairs(positions.detach(), self.cutoff, cell, 128, None, True)
+        return neighbor_pairs(positions.detach(), self.cutoff, cell, self.pair_block_rows, None, True)
 
     def _atomic_energies(
         self,
@@ -237,7 +239,7 @@ class SchNetCommittee(nn.Module):
         # Half pair list: filters depend on |r_ij| only, so each is computed once and
         # carries messages both ways (j -> i and i -> j).
         if pairs is None:
-            i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, 128, structure_index, True)
+            i, j, shifts = neighbor_pairs(member_positions[0], self.cutoff, cell, self.pair_block_rows, structure_index, True)
         else:
             i, j, shifts = pairs
         if cell is not None:

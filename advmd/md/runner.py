@@ -97,7 +97,7 @@ def _positive_int(config: Dict[str, Any], section: str, key: str) -> None:
 def validate_md_config(config: Dict[str, Any]) -> None:
     """Raise ``ValueError``/``FileNotFoundError`` naming the field for any bad setting."""
     from advmd.openmm.forces import BACKENDS, CommitteeComputation
-    from advmd.openmm.platforms import platform_names
+    from advmd.openmm.platforms import check_platform_name
 
     for section, key in (("run", "steps"), ("run", "checkpoint_interval"), ("report", "interval")):
         _positive_int(config, section, key)
@@ -109,10 +109,10 @@ def validate_md_config(config: Dict[str, Any]) -> None:
             raise ValueError(f"[integrator] {key} must be a number > 0, got {integ[key]!r}")
     if config["model"]["backend"] not in BACKENDS:
         raise ValueError(f"[model] backend must be one of {BACKENDS}, got {config['model']['backend']!r}")
-    platform = config["run"]["platform"]
-    available = platform_names()
-    if platform != "auto" and platform not in available:
-        raise ValueError(f"[run] platform must be 'auto' or one of the platforms OpenMM has here {available}, got {platform!r}")
+    try:
+        check_platform_name(config["run"]["platform"])
+    except ValueError as error:
+        raise ValueError(f"[run] {error}") from None
     every_step = config["report"]["every_step"]
     if not isinstance(every_step, bool):
         raise ValueError(f"[report] every_step must be true or false, got {every_step!r}")

@@ -229,11 +229,9 @@ def stability_test(
         raise FileNotFoundError(f"model {model!r} does not exist")
     if engine not in ("openmm", "batched"):
         raise ValueError(f"engine must be 'openmm' or 'batched', got {engine!r}")
-    if platform != "auto":
-        from advmd.openmm.platforms import platform_names
+    from advmd.openmm.platforms import check_platform_name
 
-        if platform not in platform_names():
-            raise ValueError(f"platform must be 'auto' or one of {platform_names()}, got {platform!r}")
+    check_platform_name(platform)
     if engine == "batched" and bias_strength:
         raise ValueError("engine 'batched' runs the unbiased committee; use engine 'openmm' for bias_strength != 0")
     criteria = dict(criteria or {"bond_tolerance": 0.5, "min_distance": 0.7})

@@ -55,10 +55,10 @@ def is_committee_only(system: Any) -> bool:
     return True
 
 
-def check_platform_name(name: str) -> None:
+def check_platform_name(name: Any) -> None:
     """Raise ``ValueError`` (listing the platforms here) unless ``name`` is ``"auto"`` or a registered platform."""
     available = platform_names()
-    if name != "auto" and name not in available:
+    if name != "auto" and (not isinstance(name, str) or name not in available):
         raise ValueError(f"platform must be 'auto' or one of the platforms OpenMM has here {available}, got {name!r}")
 
 
@@ -91,13 +91,10 @@ def choose_platform(system: Any, name: str = "auto") -> Any:
     """
     import openmm
 
-    available = platform_names()
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"platform must be 'auto' or one of {available}, got {name!r}")
+    check_platform_name(name)
     if name != "auto":
-        if name not in available:
-            raise ValueError(f"platform {name!r} is not available here (OpenMM has {available}); use one of them or 'auto'")
         return openmm.Platform.getPlatformByName(name)
+    available = platform_names()
     chosen = _gpu_platform(available)
     if not chosen:
         chosen = "Reference" if is_committee_only(system) or "CPU" not in available else "CPU"
