@@ -242,23 +242,21 @@ def measure_scaling(small_n: int, big_n: int, repeats: int, rows: List[BenchRow]
 def measure_logging(repeats: int, platform: str, rows: List[BenchRow]) -> None:
     """Item 3: the UncertaintyReporter at interval 1 on alanine dipeptide, both force paths.
 
-    TorchForce: each report asks OpenMM for the energy and the statistics, which evaluates
-    the model again. PythonForce with ``every_step=True``: the force records its own
-    evaluations and the reporter writes them, with no model call of its own.
+    Each report asks OpenMM for the energy and the statistics, which calls the force again at
+    the step's positions: both forces return their kept result for inputs they have just
+    evaluated. PythonForce with ``every_step=True``: the force records its own evaluations and
+    the reporter writes them, with no force call of its own.
     """
     from advmd.openmm.reporters import UncertaintyReporter
 
     topology, positions, *_ = system(22)
     committee, _ = models()
-    sims = {
-        (backend, logged): _simulation(topology, positions, potential(committee), backend, 0.0, platform)
-        for backend in ("torch", "python")
-        for logged in (False, True)
-    }
+    order = [("torch", False), ("torch", True), ("python", False), ("python", True), ("python", "report")]
+    sims = {key: _simulation(topology, positions, potential(committee), key[0], 0.0, platform) for key in order}
     with tempfile.TemporaryDirectory() as tmp:
         sims[("torch", True)].reporters.append(UncertaintyReporter(Path(tmp) / "torch.csv", 1))
         sims[("python", True)].reporters.append(UncertaintyReporter(Path(tmp) / "python.csv", 1, every_step=True))
-        order = [("torch", False), ("torch", True), ("python", False), ("python", True)]
+        sims[("python", "report")].reporters.append(UncertaintyReporter(Path(tmp) / "python-report.csv", 1))
         medians, ratios = _paired([lambda sim=sims[key]: sim.step(1) for key in order], repeats)
         for key in order:
             for reporter in sims[key].reporters:
@@ -267,6 +265,8 @@ def measure_logging(repeats: int, platform: str, rows: List[BenchRow]) -> None:
     rows.append(BenchRow("22 atoms", "ratio logged / plain step, TorchForce", ratios[1], "x", "<= 1.10"))
     rows.append(BenchRow("22 atoms", "PythonForce step, every_step log", medians[3] * 1e3, "ms"))
     rows.append(BenchRow("22 atoms", "ratio logged / plain step, PythonForce", ratios[3] / ratios[2], "x", "<= 1.10"))
+    rows.append(BenchRow("22 atoms", "PythonForce step, reporter at interval 1", medians[4] * 1e3, "ms"))
+    rows.append(BenchRow("22 atoms", "ratio reported / plain step, PythonForce", ratios[4] / ratios[2], "x", "<= 1.10"))
 
 
 def measure_ase(repeats: int, platform: str, rows: List[BenchRow]) -> None:

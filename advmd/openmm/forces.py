@@ -193,23 +193,82 @@ class _OpenMMBoundary(nn.Module):
         return energy + (probes * stats).sum()
 
 
-class _TorchForceModule(_OpenMMBoundary):
+class _CachedBoundary(_OpenMMBoundary):
+    """The TorchForce modules' base: keeps the inputs and outputs of the last evaluation."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache_positions = torch.zeros(0, dtype=torch.float64)
+        self.cache_box = torch.zeros(0, dtype=torch.float64)
+        self.cache_strength = torch.zeros(0, dtype=torch.float64)
+        self.cache_energy = torch.zeros(0, dtype=torch.float64)
+        self.cache_forces = torch.zeros(0, dtype=torch.float64)
+        self.cache_stats = torch.zeros(0, dtype=torch.float64)
+        #: Model evaluations (calls whose inputs differed from the last), for tests and diagnostics.
+        self.evaluations = torch.zeros(1, dtype=torch.long)
+
+    def cache_hit(self, positions_nm: Tensor, box_nm: Optional[Tensor], strength: Tensor) -> bool:
+        """Whether every input is bitwise that of the last evaluation (whose results are kept).
+
+        OpenMM evaluates every force again for a ``getState`` with energy or parameter derivatives
+        (a reporter's), at the positions the integrator's step has just evaluated, and openmm-torch
+        keeps no result between calls: without this, a reporter at every step doubles the cost of a
+        run. The key is the whole input (positions, box, strength; the weights are constants), so a
+        hit returns the result of an evaluation at exactly these inputs.
+
+        The forward methods test and branch themselves rather than through a helper that returns
+        early: torch 2.9 segfaults building the message of an error raised (NaN positions) inside a
+        method inlined after such a return, once the module is frozen (openmm-torch freezes it).
+        """
+        with torch.no_grad():
+            return (
+                self.cache_positions.device == positions_nm.device
+                and self.cache_positions.shape == positions_nm.shape
+                and torch.equal(positions_nm, self.cache_positions)
+                and torch.equal(strength, self.cache_strength)
+                and (box_nm is None or torch.equal(box_nm, self.cache_box))
+            )
+
+    def remember(
+        self, positions_nm: Tensor, box_nm: Optional[Tensor], strength: Tensor, energy: Tensor, forces: Tensor, stats: Tensor
+    ) -> None:
+        """Keep copies of an evaluation's inputs and outputs (the caller may change what it gets)."""
+        with torch.no_grad():
+            self.cache_positions = positions_nm.clone()
+            self.cache_strength = strength.clone()
+            if box_nm is not None:
+                self.cache_box = box_nm.clone()
+            self.cache_energy = energy.clone()
+            self.cache_forces = forces.clone()
+            self.cache_stats = stats.clone()
+            self.evaluations += 1
+
+
+class _TorchForceModule(_CachedBoundary):
     """Scripted module for ``TorchForce`` without periodic boundaries."""
 
     def forward(
         self, positions: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor
     ) -> Tuple[Tensor, Tensor]:
-        energy, forces, stats = self.statistics(positions, None, strength)
+        if self.cache_hit(positions, None, strength):
+            energy, forces, stats = self.cache_energy.clone(), self.cache_forces.clone(), self.cache_stats.clone()
+        else:
+            energy, forces, stats = self.statistics(positions, None, strength)
+            self.remember(positions, None, strength, energy, forces, stats)
         return self.with_probes(energy, stats, p0, p1, p2, p3, p4), forces
 
 
-class _PeriodicTorchForceModule(_OpenMMBoundary):
+class _PeriodicTorchForceModule(_CachedBoundary):
     """Scripted module for ``TorchForce`` with periodic boundaries."""
 
     def forward(
         self, positions: Tensor, box: Tensor, strength: Tensor, p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor, p4: Tensor
     ) -> Tuple[Tensor, Tensor]:
-        energy, forces, stats = self.statistics(positions, box, strength)
+        if self.cache_hit(positions, box, strength):
+            energy, forces, stats = self.cache_energy.clone(), self.cache_forces.clone(), self.cache_stats.clone()
+        else:
+            energy, forces, stats = self.statistics(positions, box, strength)
+            self.remember(positions, box, strength, energy, forces, stats)
         return self.with_probes(energy, stats, p0, p1, p2, p3, p4), forces
 
 
@@ -256,7 +315,10 @@ class CommitteeComputation:
         self.name = name
         self._last_values: Optional[np.ndarray] = None
         self._strength_cache: Optional[Tuple[float, Tensor]] = None
+        self._last_evaluation: Optional[Tuple[np.ndarray, float, Optional[np.ndarray], np.ndarray]] = None
         self.calls = 0
+        #: Model evaluations (calls with new inputs); ``calls`` counts every call.
+        self.evaluations = 0
         self.keep_alive: Any = None
         self.history: Optional[Deque[Tuple[int, float, float, np.ndarray, float]]] = None
         _COMPUTATIONS.add(self)
@@ -284,8 +346,8 @@ class CommitteeComputation:
         last["max_deviation_atom"] = int(values[3])
         return last
 
-    def _positions(self, state: Any) -> Tensor:
-        """The State's positions (nm) as a float64 tensor, read straight into a fresh array.
+    def _positions(self, state: Any) -> np.ndarray:
+        """The State's positions (nm) as a float64 array, read straight into a fresh array.
 
         ``State.getPositions(asNumpy=True)`` lists the State's attributes (``dir``) and wraps the array in a
         Quantity: about 4% of a 22-atom committee step. OpenMM 8 fills an array directly; the public call
@@ -298,7 +360,7 @@ class CommitteeComputation:
             state._getVectorAsNumpy(openmm.State.Positions, array)
         except AttributeError:  # pragma: no cover - an OpenMM without the array accessor
             array = np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64)
-        return torch.from_numpy(array).to(self.device)
+        return array
 
     def _strength(self, value: float) -> Tensor:
         """The strength as a tensor, rebuilt only when its value changes (a new tensor each step costs time)."""
@@ -311,24 +373,35 @@ class CommitteeComputation:
     def __call__(self, state: Any) -> Tuple[float, np.ndarray]:
         positions = self._positions(state)
         strength_value = float(state.getParameters()[self.strength_name])
-        strength = self._strength(strength_value)
-        box: Optional[Tensor] = None
+        box_array: Optional[np.ndarray] = None
         if self.periodic:
-            box = torch.as_tensor(
-                np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value), dtype=torch.float64, device=self.device
-            )
-        result = self.boundary(positions, box, strength)
-        if isinstance(result, tuple):  # a module saved by advmd before 2026-12-02 (energy, forces, statistics)
-            energy, forces, stats = result
-            result = torch.cat([energy.view(1), stats, forces.reshape(-1)])
-        packed = result.detach().cpu().numpy()
+            box_array = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=np.float64)
+        # OpenMM evaluates every force again for a getState with energy (a reporter's) at the positions
+        # the step has just evaluated: the same inputs, bitwise, give the kept result (see _CachedBoundary.cache_hit).
+        cached = self._last_evaluation
+        if (
+            cached is not None
+            and cached[1] == strength_value
+            and np.array_equal(cached[0], positions)
+            and (box_array is None or np.array_equal(cached[2], box_array))
+        ):
+            packed = cached[3]
+        else:
+            box = None if box_array is None else torch.from_numpy(box_array).to(self.device)
+            result = self.boundary(torch.from_numpy(positions).to(self.device), box, self._strength(strength_value))
+            if isinstance(result, tuple):  # a module saved by advmd before 2026-12-02 (energy, forces, statistics)
+                energy, forces, stats = result
+                result = torch.cat([energy.view(1), stats, forces.reshape(-1)])
+            packed = result.detach().cpu().numpy()
+            self._last_evaluation = (positions, strength_value, box_array, packed)
+            self.evaluations += 1
         values = packed[1:6].copy()  # a copy: a view would keep every recorded step's forces alive
         self._last_values = values
         self.calls += 1
         energy_value = float(packed[0])
         if self.history is not None:
             self.history.append((int(state.getStepCount()), float(state.getTime()._value), energy_value, values, strength_value))
-        return energy_value, packed[6:].reshape(-1, 3)
+        return energy_value, packed[6:].reshape(-1, 3).copy()
 
     def __getstate__(self) -> Dict[str, Any]:
         buffer = io.BytesIO()
@@ -349,7 +422,9 @@ class CommitteeComputation:
         self.name = state.get("name", "")  # OpenMM segfaults if unpickling raises: be lenient
         self._last_values = None
         self._strength_cache = None
+        self._last_evaluation = None
         self.calls = 0
+        self.evaluations = 0
         self.keep_alive = None
         self.history = None
         _COMPUTATIONS.add(self)

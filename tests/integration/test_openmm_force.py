@@ -261,13 +261,15 @@ def test_bad_input_gives_named_errors_and_leaves_the_system_untouched(alanine_pd
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_positions_and_bad_runtime_strength_stop_the_evaluation(alanine_pdb, backend):
-    system = create_system(alanine_pdb.topology, small_potential("udd", width=0.05), backend=backend)
-    context = make_context(system, alanine_pdb.positions, "Reference")
     positions = alanine_pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer).copy()
     positions[2, 0] = np.nan
-    context.setPositions(positions)
-    with pytest.raises(Exception, match="NaN or infinite"):
+    for _ in range(3):  # several forces and contexts: a crash while reporting the error shows on a later one
+        system = create_system(alanine_pdb.topology, small_potential("udd", width=0.05), backend=backend)
+        context = make_context(system, alanine_pdb.positions, "Reference")
         context.getState(energy=True)
+        context.setPositions(positions)
+        with pytest.raises(Exception, match="NaN or infinite"):
+            context.getState(energy=True)
     context.setPositions(alanine_pdb.positions)
     context.setParameter(parameter_names()["bias_strength"], -2.0)
     with pytest.raises(Exception, match="strength must be >= 0"):
@@ -295,3 +297,93 @@ print(context.getState(energy=True).getPotentialEnergy())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "kJ/mol" in done.stdout
+
+
+def _boundary_modules(potential, numbers, periodic):
+    """Two scripted TorchForce modules of one potential: one to test, one fresh for reference values."""
+    from advmd.openmm.forces import _PeriodicTorchForceModule, _TorchForceModule
+
+    cls = _PeriodicTorchForceModule if periodic else _TorchForceModule
+    return [torch.jit.script(cls(potential, numbers, None, int(numbers.shape[0]), 1.0).eval()) for _ in range(2)]
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["free", "periodic"])
+def test_torch_force_module_reuses_its_last_evaluation_only_for_identical_inputs(periodic):
+    """A repeated call (OpenMM's getState after a step) returns the last result; any changed input evaluates again."""
+    positions, numbers = water_box(n_molecules=8, side=8.0)
+    positions_nm = positions.to(torch.float64) * 0.1
+    box = torch.tensor([[0.8, 0.0, 0.0], [0.1, 0.8, 0.0], [-0.05, 0.1, 0.8]], dtype=torch.float64)
+    module, fresh = _boundary_modules(small_potential("hal"), numbers, periodic)
+    probes = [torch.zeros((), dtype=torch.float64) for _ in range(5)]
+
+    def call(m, pos, strength, cell=box):
+        args = (pos, cell) if periodic else (pos,)
+        energy, forces = m(*args, torch.tensor(strength, dtype=torch.float64), *probes)
+        return energy, forces
+
+    def same(got, expected):  # another module instance may run another TorchScript graph: last-digit rounding
+        torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=0.0)
+        torch.testing.assert_close(got[1], expected[1], rtol=1e-12, atol=1e-12 * float(expected[1].abs().max()))
+
+    first = call(module, positions_nm, 0.5)
+    assert int(module.evaluations) == 1
+    kept = [t.clone() for t in first]
+    first[1].mul_(-2.0)  # the caller changes what it got: the kept copy must not change
+    again = call(module, positions_nm.clone(), 0.5)
+    assert int(module.evaluations) == 1
+    assert torch.equal(again[0], kept[0]) and torch.equal(again[1], kept[1])
+    same(again, call(fresh, positions_nm, 0.5))
+
+    moved = positions_nm.clone()
+    moved[3, 1] = torch.nextafter(moved[3, 1], torch.tensor(1.0, dtype=torch.float64))  # one ulp
+    changes = [(moved, 0.5, box), (positions_nm, 0.7, box)]
+    if periodic:
+        changes.append((positions_nm, 0.7, box * 1.01))
+    for k, (pos, strength, cell) in enumerate(changes, start=2):
+        got = call(module, pos, strength, cell)
+        assert int(module.evaluations) == k
+        same(got, call(fresh, pos, strength, cell))
+    assert not torch.equal(call(module, positions_nm, 0.7, changes[-1][2])[0], first[0])  # strength and box matter
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reporting_every_step_leaves_the_trajectory_bitwise_unchanged(alanine_pdb, backend):
+    """Reading energy and statistics after every step (the force's kept result) changes nothing in the dynamics."""
+    potential = small_potential("hal")
+    finals = []
+    for report in (False, True):
+        system = create_system(alanine_pdb.topology, potential, backend=backend, bias_strength=0.02)
+        integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.0005 * unit.picoseconds)
+        integrator.setRandomNumberSeed(7)
+        context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(alanine_pdb.positions)
+        context.setVelocitiesToTemperature(300 * unit.kelvin, 3)
+        readings = []
+        for step in range(6):
+            integrator.step(1)
+            if report:
+                state = context.getState(energy=True, parameterDerivatives=(backend == "torch"))
+                readings.append(
+                    (state.getPotentialEnergy(), read_uncertainty(context, state=state if backend == "torch" else None))
+                )
+        final = context.getState(positions=True, energy=True, parameterDerivatives=(backend == "torch"))
+        finals.append((final.getPositions(asNumpy=True)._value, final.getPotentialEnergy()._value))
+        if backend == "python":  # one model evaluation per position set (x0..x6), reports or not
+            from advmd.openmm.forces import _COMPUTATIONS
+
+            (name,) = [f.getName() for f in system.getForces() if "committee#" in f.getName()]
+            (computation,) = [c for c in list(_COMPUTATIONS) if c.name == name]
+            assert computation.evaluations == 7
+            assert computation.calls >= (13 if report else 7)  # OpenMM's own calls (its count is OpenMM's business)
+        if report:
+            # The last reading equals a direct evaluation at the final positions (a fresh context: nothing kept).
+            check = make_context(
+                create_system(alanine_pdb.topology, potential, backend=backend, bias_strength=0.02),
+                final.getPositions(),
+                "Reference",
+            )
+            expected = check.getState(energy=True).getPotentialEnergy()._value
+            assert readings[-1][0]._value == pytest.approx(expected, rel=1e-12)
+            assert readings[-1][1].sigma_force == pytest.approx(read_uncertainty(check).sigma_force, rel=1e-12)
+    np.testing.assert_array_equal(finals[0][0], finals[1][0])
+    assert finals[0][1] == finals[1][1]
