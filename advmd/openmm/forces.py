@@ -217,8 +217,10 @@ class _CachedBoundary(_OpenMMBoundary):
         hit returns the result of an evaluation at exactly these inputs.
 
         The forward methods test and branch themselves rather than through a helper that returns
-        early: torch 2.9 segfaults building the message of an error raised (NaN positions) inside a
-        method inlined after such a return, once the module is frozen (openmm-torch freezes it).
+        early: with such a helper, torch 2.9 segfaults building the message of an error raised
+        (NaN positions) in a later frozen copy of the module (openmm-torch loads and freezes one per
+        Context). Seen in the test suite's NaN test and reproduced in a standalone script; whether it
+        strikes depends on memory layout, so no test can show its absence reliably.
         """
         with torch.no_grad():
             return (
