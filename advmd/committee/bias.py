@@ -134,6 +134,12 @@ class CustomBias(nn.Module):
         wrong forces, so both default to ``True``.
     strength_unit : {"energy", "length", "none"}
         How engines convert the strength at their boundary.
+
+    Notes
+    -----
+    The module must be a pure function of its arguments (no state kept between
+    calls, no dependence on time): the OpenMM forces return their kept result
+    when called again with the same positions, box and strength.
     """
 
     form: str

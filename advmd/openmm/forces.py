@@ -208,13 +208,15 @@ class _CachedBoundary(_OpenMMBoundary):
         self.evaluations = torch.zeros(1, dtype=torch.long)
 
     def cache_hit(self, positions_nm: Tensor, box_nm: Optional[Tensor], strength: Tensor) -> bool:
-        """Whether every input is bitwise that of the last evaluation (whose results are kept).
+        """Whether every input equals, value by value, that of the last evaluation (whose results are kept).
 
-        OpenMM evaluates every force again for a ``getState`` with energy or parameter derivatives
-        (a reporter's), at the positions the integrator's step has just evaluated, and openmm-torch
-        keeps no result between calls: without this, a reporter at every step doubles the cost of a
-        run. The key is the whole input (positions, box, strength; the weights are constants), so a
-        hit returns the result of an evaluation at exactly these inputs.
+        A reporter's ``getState`` with energy or parameter derivatives calls every force at the
+        positions a step has just produced, and the integrator's next step calls them again at the
+        same positions (it computes forces at the start of a step); openmm-torch keeps no result
+        between calls, so without this a reporter at every step doubles the cost of a run. The key
+        is the whole input (positions, box, strength; the weights are constants), so a hit returns
+        the result of an evaluation at exactly these inputs. A bias that is not a pure function of
+        its inputs (a custom bias keeping state) would break this; the built-in ones are pure.
 
         The forward methods test and branch themselves rather than through a helper that returns
         early: with such a helper, torch 2.9 segfaults building the message of an error raised
@@ -378,8 +380,8 @@ class CommitteeComputation:
         box_array: Optional[np.ndarray] = None
         if self.periodic:
             box_array = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=np.float64)
-        # OpenMM evaluates every force again for a getState with energy (a reporter's) at the positions
-        # the step has just evaluated: the same inputs, bitwise, give the kept result (see _CachedBoundary.cache_hit).
+        # A reporter's getState and the next step's force computation call the force at the same positions:
+        # equal inputs give the kept result (see _CachedBoundary.cache_hit).
         cached = self._last_evaluation
         if (
             cached is not None
@@ -739,9 +741,10 @@ def read_uncertainty(
 
     Notes
     -----
-    Torch path: one ``getState(parameterDerivatives=True)`` evaluation, or none
-    if ``state`` is given. Python path: one energy evaluation of the committee's
-    force group; its statistics are kept by the computation.
+    Torch path: one ``getState(parameterDerivatives=True)`` call of the force, or none
+    if ``state`` is given. Python path: one energy call of the committee's force
+    group; its statistics are kept by the computation. Neither evaluates the model
+    when the force has just evaluated the current positions (it keeps its last result).
     """
     context = getattr(context, "context", context)
     system = context.getSystem()

@@ -126,13 +126,16 @@ def test_every_step_log_equals_per_step_reports_without_extra_evaluations(alanin
         simulation.step(20)
         reporter.close()
         calls = sum(c.calls for c in list(_COMPUTATIONS) if c.name == force_name)
-        runs[name] = ({int(r["step"]): r for r in csv.DictReader(open(tmp_path / f"{name}.csv"))}, calls)
-    every, every_calls = runs["every"]
-    each, each_calls = runs["each"]
+        evaluations = sum(c.evaluations for c in list(_COMPUTATIONS) if c.name == force_name)
+        runs[name] = ({int(r["step"]): r for r in csv.DictReader(open(tmp_path / f"{name}.csv"))}, calls, evaluations)
+    every, every_calls, every_evaluations = runs["every"]
+    each, each_calls, each_evaluations = runs["each"]
     assert sorted(every) == list(range(20))  # the forces of step 20 are evaluated by step 21
     assert sorted(each) == list(range(1, 21))
-    # the per-step reports of the second run cost one evaluation each; the every_step log none
+    # the per-step reports of the second run cost one force call each, the every_step log none; neither
+    # costs a model evaluation (the force keeps its last result): one per position set either way
     assert each_calls - every_calls == 20 and every_calls <= 21
+    assert (every_evaluations, each_evaluations) == (20, 21)  # x0..x19 by the steps; the last report also reads x20
     for step in range(1, 20):
         for column in ("potential_energy_kjmol", "sigma_energy_kjmol", "sigma_force_kjmol_nm", "bias_energy_kjmol"):
             assert float(every[step][column]) == pytest.approx(float(each[step][column]), rel=1e-10), (step, column)

@@ -87,7 +87,11 @@ def test_periodic_box_force_equals_direct_model_call(backend):
     system = create_system(topology, potential, backend=backend, bias_strength=20.0)
     assert system.usesPeriodicBoundaryConditions()
     context = make_context(system, positions.numpy() * 0.1, "Reference")
-    check_against_direct(context, potential, numbers, 20.0 * units.KJ_PER_MOL_TO_EV, 1e-9, periodic=True)
+    first = check_against_direct(context, potential, numbers, 20.0 * units.KJ_PER_MOL_TO_EV, 1e-9, periodic=True)
+    # The box alone changes (a barostat's move): the force evaluates again, not its kept result.
+    context.setPeriodicBoxVectors(*[v * 1.02 for v in box.value_in_unit(unit.nanometer)])
+    second = check_against_direct(context, potential, numbers, 20.0 * units.KJ_PER_MOL_TO_EV, 1e-9, periodic=True)
+    assert float(second["energy"]) != float(first["energy"])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -337,16 +341,28 @@ def test_torch_force_module_reuses_its_last_evaluation_only_for_identical_inputs
     assert torch.equal(again[0], kept[0]) and torch.equal(again[1], kept[1])
     same(again, call(fresh, positions_nm, 0.5))
 
+    # One input changed at a time: positions by one ulp, then the strength alone, then the box alone.
     moved = positions_nm.clone()
-    moved[3, 1] = torch.nextafter(moved[3, 1], torch.tensor(1.0, dtype=torch.float64))  # one ulp
-    changes = [(moved, 0.5, box), (positions_nm, 0.7, box)]
+    moved[3, 1] = torch.nextafter(moved[3, 1], torch.tensor(1.0, dtype=torch.float64))
+    changes = [(moved, 0.5, box), (moved, 0.7, box)]
     if periodic:
-        changes.append((positions_nm, 0.7, box * 1.01))
+        changes.append((moved, 0.7, box * 1.01))
+    energies = [kept[0]]
     for k, (pos, strength, cell) in enumerate(changes, start=2):
         got = call(module, pos, strength, cell)
         assert int(module.evaluations) == k
         same(got, call(fresh, pos, strength, cell))
-    assert not torch.equal(call(module, positions_nm, 0.7, changes[-1][2])[0], first[0])  # strength and box matter
+        energies.append(got[0])
+    assert len({float(e) for e in energies[1:]}) == len(energies) - 1  # the strength and the box change the energy
+
+    # The caller's buffer changed in place after a call (openmm-torch reuses its input tensor): evaluate again.
+    buffer = moved.clone()
+    call(module, buffer, 0.7, changes[-1][2])
+    evaluations = int(module.evaluations)
+    buffer[0, 0] += 1e-3
+    got = call(module, buffer, 0.7, changes[-1][2])
+    assert int(module.evaluations) == evaluations + 1
+    same(got, call(fresh, buffer, 0.7, changes[-1][2]))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
