@@ -10,7 +10,7 @@ Ratios (the performance issue's list):
 1. OpenMM step / raw call of the same frozen module (TorchForce and PythonForce);
 2. committee / one member (energy and forces) at each size;
 3. step with sigma logged every step (UncertaintyReporter, interval 1) / plain step, TorchForce and
-   PythonForce (``every_step=True``: the force's own evaluations, no extra model call);
+   PythonForce (plain reporter, and ``every_step=True``: the force's own evaluations, no extra call);
 4. sigma_F (HAL) bias step / mean-only step;
 5. t(3000) / t(648) for one member;
 6. advmd OpenMM MD / the same potential in ASE's Langevin (a Python loop), steps per second;
@@ -188,8 +188,8 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
     boundary_cls = _TorchForceModule if box is None else _PeriodicTorchForceModule
     boundary = boundary_cls(torch.jit.script(potential(committee)), numbers, None, numbers.shape[0], 0.1)
     boundary = torch.jit.freeze(torch.jit.script(boundary.eval()))
-    # Two position sets, alternated: the module keeps its last result for bitwise-equal inputs (a reporter's
-    # repeated call), and an MD step always brings new positions.
+    # Two position sets, alternated: the module returns its kept result for inputs equal to its last ones
+    # (a report, then the next step, at the same positions), and an MD step always brings new positions.
     start_nm = xyz.to(torch.float64) / 10.0
     position_sets = [start_nm.requires_grad_(True), (start_nm + 1e-5).requires_grad_(True)]
     box_nm = None if box is None else torch.tensor(box / 10.0, dtype=torch.float64)
@@ -250,10 +250,10 @@ def measure_scaling(small_n: int, big_n: int, repeats: int, rows: List[BenchRow]
 def measure_logging(repeats: int, platform: str, rows: List[BenchRow]) -> None:
     """Item 3: the UncertaintyReporter at interval 1 on alanine dipeptide, both force paths.
 
-    Each report asks OpenMM for the energy and the statistics, which calls the force again at
-    the step's positions: both forces return their kept result for inputs they have just
-    evaluated. PythonForce with ``every_step=True``: the force records its own evaluations and
-    the reporter writes them, with no force call of its own.
+    Each report asks OpenMM for the energy and the statistics, which calls the force at the
+    step's new positions; the next step calls it there again and both forces return their kept
+    result. PythonForce with ``every_step=True``: the force records its own evaluations and the
+    reporter writes them, with no force call of its own.
     """
     from advmd.openmm.reporters import UncertaintyReporter
 
