@@ -6,7 +6,8 @@ One output directory holds everything a run needs to continue:
 ``progress.json``    status, step of the last checkpoint, bias strength, failure reason (atomic)
 ``uncertainty.csv``  one row per report (see :class:`~advmd.openmm.reporters.UncertaintyReporter`)
 ``uncertainty.h5``   the same rows as an HDF5 table ``/uncertainty`` (PyTables)
-``last_good.pdb``    the last good frames, written if the watchdog stops the run
+``last_good.pdb``    the last good frames, written if the run stops as unstable (a failed check, or
+                     the engine refusing NaN positions between two reports)
 
 Run the same command again after a crash (even ``kill -9``): the runner loads the last
 checkpoint, drops the rows written after it (and a torn last line) from the CSV, deletes
@@ -20,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from advmd.config import merge_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MD_DEFAULTS", "load_md_config", "validate_md_config", "run_md", "RunResult"]
+__all__ = ["MD_DEFAULTS", "load_md_config", "validate_md_config", "run_md", "RunResult", "engine_divergence"]
 
 MD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "system": {"pdb": ""},
@@ -203,6 +205,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
     stop_after_steps : int, optional
         Stop (as if interrupted) once this many steps ran in this call; for tests.
     """
+    import openmm
     from openmm import app, unit
 
     from advmd.md.stability import (
@@ -361,6 +364,18 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
             status = "completed"
     except InstabilityError as failure:
         status, failure_step, reasons = "unstable", failure.step, failure.reasons
+    except openmm.OpenMMException as error:
+        # The engine stopped between two reports. A diverged trajectory shows up here when the committee
+        # force refuses non-finite positions (or OpenMM finds a NaN coordinate) before the watchdog's next
+        # report: record it as unstable, like a failed check. Anything else propagates (the run stays resumable).
+        message = engine_divergence(error)
+        if message is None:
+            raise
+        status, failure_step, reasons = "unstable", int(simulation.currentStep), [f"engine: {message}"]
+        if watchdog is not None:
+            watchdog.record_failure(simulation, failure_step, reasons)
+        else:
+            logger.warning("run stopped as unstable at step %d: %s", failure_step, message)
     finally:
         bar.close()
         reporter.close()
@@ -382,6 +397,22 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
             },
         )
     return RunResult(status, int(simulation.currentStep), failure_step, reasons, seconds, ns_per_day, resumed_from)
+
+
+_DIVERGENCE = re.compile(r"\bNaN\b|infinite|diverged", re.IGNORECASE)
+
+
+def engine_divergence(error: BaseException) -> Optional[str]:
+    """The last line of an engine error that reports a diverged trajectory (NaN or infinite values), else None.
+
+    The committee forces refuse non-finite positions ("positions contain NaN or infinite values; the
+    simulation has diverged ..."), and OpenMM's own platforms report "Particle coordinate is NaN".
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    if text.startswith("builtins.ValueError: "):
+        text = text[len("builtins.ValueError: ") :]
+    return text if _DIVERGENCE.search(text) else None  # the last line: the traceback quotes source text
 
 
 def _checkpoint_platform(checkpoint: Path) -> Optional[str]:

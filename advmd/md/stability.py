@@ -11,7 +11,7 @@ Criteria
 ``min_distance``   two atoms that are not bonded (nor 1-3 neighbours) come closer than a minimum
 ``distance_range`` chosen atom pairs leave a [minimum, maximum] range; the paper's ammonia
                    rule is H-H in [0.80, 2.55] Angstrom (:meth:`DistanceRangeChecker.element_pairs`)
-``finite``         energy or positions are NaN or infinite
+``finite``         energy or positions are NaN or infinite (checked on every frame, listed or not)
 ``temperature``    the mean temperature over a window exceeds a multiple of the target
 ``uncertainty``    a committee uncertainty exceeds a hard limit
 ``energy_floor``   the energy falls below a known global minimum (the paper's ammonia criterion)
@@ -52,9 +52,12 @@ class Frame:
     time_ps : float, unit ps
     positions : ndarray, shape (N, 3), unit Angstrom
     potential_energy : float, unit eV
+        The total potential energy, bias included.
     temperature : float, unit K (NaN if unknown)
     sigma_energy, sigma_force, max_force_deviation : float, units eV, eV/Angstrom (NaN without a committee)
     max_deviation_atom : int (-1 without a committee)
+    bias_energy : float, unit eV
+        The uncertainty bias's share of ``potential_energy`` (0 without a committee or bias).
     """
 
     step: int
@@ -66,6 +69,7 @@ class Frame:
     sigma_force: float = math.nan
     max_force_deviation: float = math.nan
     max_deviation_atom: int = -1
+    bias_energy: float = 0.0
 
 
 class Checker(abc.ABC):
@@ -113,6 +117,10 @@ class BondLengthChecker(Checker):
 
     def check(self, frame: Frame) -> Optional[str]:
         deviation = np.abs(_distances(frame.positions, self.bonds) - self.reference)
+        broken = np.flatnonzero(~np.isfinite(deviation))
+        if len(broken):
+            a, b = self.bonds[broken[0]]
+            return f"bond {a}-{b} length is not finite (NaN or infinite positions)"
         worst = int(np.argmax(deviation))
         if deviation[worst] > self.tolerance:
             a, b = self.bonds[worst]
@@ -153,6 +161,8 @@ class MinimumDistanceChecker(Checker):
     def check(self, frame: Frame) -> Optional[str]:
         from scipy.spatial import cKDTree
 
+        if not np.all(np.isfinite(frame.positions)):
+            return "positions contain NaN or infinite values; distances cannot be checked"
         for a, b in sorted(cKDTree(frame.positions).query_pairs(self.minimum)):
             if (a, b) not in self.excluded:
                 d = float(np.linalg.norm(frame.positions[a] - frame.positions[b]))
@@ -189,7 +199,7 @@ class DistanceRangeChecker(Checker):
 
     def check(self, frame: Frame) -> Optional[str]:
         d = _distances(frame.positions, self.pairs)
-        for k in np.flatnonzero((d < self.minimum) | (d > self.maximum))[:1]:
+        for k in np.flatnonzero(~((d >= self.minimum) & (d <= self.maximum)))[:1]:  # NaN fails too
             a, b = self.pairs[k]
             return f"{self.label} distance {a}-{b} is {d[k]:.3f} A, outside [{self.minimum}, {self.maximum}] A"
         return None
@@ -220,8 +230,10 @@ class TemperatureChecker(Checker):
         self.history: Deque[float] = collections.deque(maxlen=self.window)
 
     def check(self, frame: Frame) -> Optional[str]:
-        if not math.isfinite(frame.temperature):
+        if math.isnan(frame.temperature):  # not measured
             return None
+        if math.isinf(frame.temperature):
+            return f"temperature is {frame.temperature} K (the velocities have diverged)"
         self.history.append(frame.temperature)
         mean = sum(self.history) / len(self.history)
         if len(self.history) == self.window and mean > self.factor * self.target:
@@ -244,14 +256,20 @@ class UncertaintyChecker(Checker):
 
     def check(self, frame: Frame) -> Optional[str]:
         value = getattr(frame, self.metric)
-        if math.isfinite(value) and value > self.limit:
-            unit = "eV" if self.metric == "sigma_energy" else "eV/A"
+        unit = "eV" if self.metric == "sigma_energy" else "eV/A"
+        if math.isnan(value) and frame.max_deviation_atom < 0:
+            return None  # no committee: nothing measured
+        if not value <= self.limit:  # NaN or infinite from a committee fails as well
             return f"{self.metric} {value:.3f} {unit} exceeds the hard limit {self.limit} {unit}"
         return None
 
 
 class EnergyFloorChecker(Checker):
-    """The potential energy stays above a known global minimum (eV)."""
+    """The potential energy without the uncertainty bias stays above a known global minimum (eV).
+
+    The bias is subtracted (``potential_energy - bias_energy``): a bias that lowers the energy
+    where the committee disagrees (UDD) must not make a structure at the true minimum fail.
+    """
 
     name = "energy_floor"
 
@@ -261,8 +279,9 @@ class EnergyFloorChecker(Checker):
         self.minimum = float(minimum)
 
     def check(self, frame: Frame) -> Optional[str]:
-        if frame.potential_energy < self.minimum:
-            return f"potential energy {frame.potential_energy:.4f} eV is below the known global minimum {self.minimum} eV"
+        energy = frame.potential_energy - frame.bias_energy
+        if not energy >= self.minimum:  # NaN fails as well
+            return f"potential energy {energy:.4f} eV (bias excluded) is below the known global minimum {self.minimum} eV"
         return None
 
 
@@ -288,5 +307,13 @@ def make_checker(name: str, **options: Any) -> Checker:
 
 
 def check_all(checkers: Sequence[Checker], frame: Frame) -> List[str]:
-    """Reasons from every checker that fails on ``frame``."""
+    """Reasons from every checker that fails on ``frame``.
+
+    A frame with non-finite positions or energy always fails, with the ``finite`` reason
+    alone, whatever the checkers: no geometric criterion can judge it, and nothing should
+    integrate on from it.
+    """
+    reason = FiniteChecker().check(frame)
+    if reason is not None:
+        return [f"{FiniteChecker.name}: {reason}"]
     return [f"{c.name}: {reason}" for c in checkers for reason in [c.check(frame)] if reason is not None]

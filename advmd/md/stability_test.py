@@ -108,6 +108,7 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
     from openmm import app, unit
 
     from advmd import units
+    from advmd.md.runner import engine_divergence
     from advmd.openmm import create_system, use_simple_executor
     from advmd.openmm.platforms import choose_platform
     from advmd.openmm.reporters import InstabilityError, StabilityWatchdog
@@ -133,6 +134,11 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
         simulation.step(steps)
     except InstabilityError as failure:
         return False, failure.step * task["timestep_fs"] / 1000.0, "; ".join(failure.reasons)
+    except openmm.OpenMMException as error:  # NaN positions refused between two checks: unstable, not a crash
+        message = engine_divergence(error)
+        if message is None:
+            raise
+        return False, int(simulation.currentStep) * task["timestep_fs"] / 1000.0, f"engine: {message}"
     return True, float("nan"), ""
 
 

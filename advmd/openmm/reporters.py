@@ -101,10 +101,20 @@ def _committee(simulation: Any, prefix: Optional[str]) -> Optional[Any]:
 
 
 def _include(simulation: Any, prefix: Optional[str], extra: Sequence[str]) -> List[str]:
+    """What a reader of the committee statistics asks of the Simulation's ``getState``.
+
+    TorchForce path: the parameter derivatives, which carry the statistics. PythonForce path: the
+    energy, so that the force evaluates the current positions (its statistics are those of its last
+    evaluation, otherwise the previous step's); it keeps that result, and the next step's call at these
+    positions costs no model evaluation.
+    """
     include = list(extra)
     force = _committee(simulation, prefix)
-    if force is not None and "#" not in force.getName():
-        include.append("parameterDerivatives")
+    if force is not None:
+        if "#" not in force.getName():
+            include.append("parameterDerivatives")
+        elif "energy" not in include:
+            include.append("energy")
     return include
 
 
@@ -149,6 +159,7 @@ def frame_from_state(simulation: Any, state: Any, prefix: Optional[str] = None) 
         frame.sigma_force = u.sigma_force / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
         frame.max_force_deviation = u.max_force_deviation / units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
         frame.max_deviation_atom = u.max_deviation_atom
+        frame.bias_energy = u.bias_energy * units.KJ_PER_MOL_TO_EV
     return frame
 
 
@@ -308,7 +319,11 @@ class UncertaintyReporter:
         strength = math.nan
         if force is not None:
             prefix = force.getName().split("committee")[0]
-            strength = simulation.context.getParameter(parameter_names(prefix)["bias_strength"])
+            name = parameter_names(prefix)["bias_strength"]
+            # The state's value: the one its energies and statistics were computed with. A schedule that
+            # reports before this reporter may already have changed the context's for the next step.
+            parameters = state.getParameters()
+            strength = parameters[name] if name in parameters else simulation.context.getParameter(name)
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         time_ps = state.getTime().value_in_unit(unit.picosecond)
         if u is None:
@@ -500,11 +515,20 @@ class StabilityWatchdog:
         if not reasons:
             self.good.append(frame)
             return
-        self.failure = InstabilityError(frame.step, reasons)
+        raise self.record_failure(simulation, frame.step, reasons)
+
+    def record_failure(self, simulation: Any, step: int, reasons: Sequence[str]) -> InstabilityError:
+        """Record a failure and write the last good frames; returns the error (for the caller to raise).
+
+        :meth:`report` calls it for a frame that fails a checker. An MD driver calls it when the
+        engine itself stops between two reports (NaN positions refused by the committee force),
+        so that the last good frames are kept in that case too.
+        """
+        self.failure = InstabilityError(int(step), list(reasons))
         logger.warning("%s", self.failure)
         if self.failure_file is not None and self.good:
             self._write_last_good(simulation.topology)
-        raise self.failure
+        return self.failure
 
     def _write_last_good(self, topology: Any) -> None:
         import mdtraj

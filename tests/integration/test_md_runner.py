@@ -174,6 +174,28 @@ def test_unstable_run_stops_cleanly(tmp_path, untrained_model):
     assert json.loads((tmp_path / "bad" / "progress.json").read_text())["status"] == "unstable"
 
 
+def test_a_run_that_diverges_between_two_reports_stops_as_unstable(tmp_path):
+    """NaN forces put NaN positions into the integrator; the committee force refuses them at the next step, before
+    the watchdog's report: the run is recorded as unstable (not a crash that leaves it 'running')."""
+    from advmd.md.runner import engine_divergence
+
+    potential = small_potential("udd", width=1.0)
+    potential.committee.energy_scale.fill_(float("nan"))  # every energy and force is NaN
+    model = export_committee(potential, tmp_path / "nan.pt")
+    (tmp_path / "md.toml").write_text(config_text(model, "nan", steps=200, interval=50))
+    result = run_md(load_md_config(tmp_path / "md.toml"), progress=False)
+    assert result.status == "unstable" and result.failure_step < 50
+    diverged = "positions contain NaN or infinite values; the simulation has diverged or the input is corrupt"
+    assert result.reasons == [f"engine: {diverged}"]
+    record = json.loads((tmp_path / "nan" / "progress.json").read_text())
+    assert record["status"] == "unstable" and record["reasons"] == result.reasons
+    again = run_md(load_md_config(tmp_path / "md.toml"), progress=False)  # a finished run is not run again
+    assert again.status == "unstable" and again.failure_step == result.failure_step
+    # Only a divergence counts as one; other engine errors propagate (the run stays resumable).
+    assert engine_divergence(RuntimeError("Particle coordinate is NaN.  For more information, see ...")) is not None
+    assert engine_divergence(RuntimeError('raise ValueError("positions contain NaN")\nbias strength must be >= 0')) is None
+
+
 @pytest.mark.parametrize("interval", [5, 7])
 def test_every_step_log_has_a_row_per_step_and_resumes_to_the_same_file(tmp_path, model, interval):
     """[report] every_step (python backend): every step logged from the force's own evaluations, also across a

@@ -111,6 +111,24 @@ def test_uncertainty_reporter_rows_equal_direct_readout(alanine_pdb, tmp_path, b
     assert float(last["bias_strength"]) == 5.0
 
 
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_a_row_logs_the_strength_its_bias_energy_was_computed_with(alanine_pdb, tmp_path, backend):
+    """A schedule that reports first switches the strength at step 2 for the next step; the reporter's row for step 2
+    keeps the strength of that step's evaluation (0, bias 0), and step 3 has the new one."""
+    from advmd.openmm import StepSchedule
+
+    system = create_system(alanine_pdb.topology, small_potential("udd", width=1.0), backend=backend, bias_strength=0.0)
+    simulation = simulation_for(alanine_pdb, system)
+    simulation.reporters.append(StepSchedule([(0, 0.0), (2, 30.0)]))
+    reporter = UncertaintyReporter(tmp_path / "u.csv", reportInterval=1)
+    simulation.reporters.append(reporter)
+    simulation.step(3)
+    reporter.close()
+    rows = {int(r["step"]): r for r in csv.DictReader(open(tmp_path / "u.csv"))}
+    assert float(rows[2]["bias_strength"]) == 0.0 and float(rows[2]["bias_energy_kjmol"]) == 0.0
+    assert float(rows[3]["bias_strength"]) == 30.0 and float(rows[3]["bias_energy_kjmol"]) < 0.0
+
+
 def test_every_step_log_equals_per_step_reports_without_extra_evaluations(alanine_pdb, tmp_path):
     """every_step=True: a row for each step from the force's own evaluations, equal to reading every step."""
     from advmd.openmm.forces import _COMPUTATIONS
@@ -230,6 +248,55 @@ def test_ammonia_rule_and_other_criteria_are_expressible():
     assert UncertaintyChecker(0.5).check(Frame(3, 0.0, good, 0.0, max_force_deviation=0.7)) is not None
     assert make_checker("finite").check(Frame(4, 0.0, good, math.nan)) is not None
     assert Atoms  # the frames above are ammonia geometries (N, 3 H)
+
+
+def test_non_finite_frames_fail_every_criterion_and_never_crash_a_checker(alanine_pdb):
+    """A diverged frame is a failure, never an exception or a pass: NaN positions with geometric checkers, infinite
+    temperature, non-finite committee uncertainty, NaN bond lengths."""
+    from advmd.md.stability import EnergyFloorChecker, FiniteChecker, check_all
+
+    good = reference_angstrom(alanine_pdb)
+    diverged = good.copy()
+    diverged[3, 1] = math.nan
+    geometric = [
+        BondLengthChecker.from_topology(alanine_pdb.topology, good),
+        MinimumDistanceChecker.from_topology(alanine_pdb.topology, 0.7),
+        DistanceRangeChecker([(0, 3)], 0.5, 5.0),
+    ]
+    for checker in geometric:  # each on its own names the problem
+        assert checker.check(Frame(0, 0.0, good, 0.0)) is None
+        assert checker.check(Frame(1, 0.0, diverged, 0.0)) is not None
+    # Together, with or without the finite criterion listed: the finite reason alone.
+    for checkers in (geometric, [FiniteChecker()] + geometric):
+        assert check_all(checkers, Frame(1, 0.0, diverged, 0.0)) == ["finite: positions contain NaN or infinite values"]
+    assert check_all(geometric, Frame(2, 0.0, good, math.inf)) == ["finite: potential energy is inf"]
+    temperature = TemperatureChecker(300.0, 2.0, window=3)
+    assert temperature.check(Frame(3, 0.0, good, 0.0, temperature=math.nan)) is None  # not measured
+    assert "diverged" in temperature.check(Frame(4, 0.0, good, 0.0, temperature=math.inf))
+    limit = UncertaintyChecker(0.5)
+    assert limit.check(Frame(5, 0.0, good, 0.0)) is None  # no committee: nothing measured
+    for value in (math.nan, math.inf):
+        assert limit.check(Frame(6, 0.0, good, 0.0, max_force_deviation=value, max_deviation_atom=0)) is not None
+    assert EnergyFloorChecker(-1.0).check(Frame(7, 0.0, good, math.nan)) is not None
+
+
+def test_energy_floor_compares_the_energy_without_the_uncertainty_bias(alanine_pdb):
+    """A UDD bias lowers the total energy where the committee disagrees; the floor judges the committee's own energy."""
+    from advmd.md.stability import EnergyFloorChecker
+    from advmd.openmm import parameter_names
+    from advmd.openmm.reporters import frame_from_state
+
+    system = create_system(alanine_pdb.topology, small_potential("udd", width=0.01), backend="torch", bias_strength=0.0)
+    simulation = simulation_for(alanine_pdb, system)
+    simulation.context.setParameter(parameter_names()["bias_strength"], 50.0)  # kJ/mol
+    state = simulation.context.getState(positions=True, energy=True, parameterDerivatives=True)
+    frame = frame_from_state(simulation, state)
+    unbiased = read_uncertainty(simulation.context, state=state)
+    assert frame.bias_energy < -0.01  # eV: the bias is on and negative
+    np.testing.assert_allclose(frame.bias_energy, unbiased.bias_energy * units.KJ_PER_MOL_TO_EV, rtol=1e-12)
+    floor = frame.potential_energy - 0.5 * frame.bias_energy  # between the biased and the unbiased energy
+    assert EnergyFloorChecker(floor).check(frame) is None
+    assert "below the known global minimum" in EnergyFloorChecker(floor - 1.5 * frame.bias_energy).check(frame)
 
 
 def test_bad_monitoring_configuration_fails_before_any_step(tmp_path):

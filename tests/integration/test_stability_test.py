@@ -46,6 +46,21 @@ def test_trained_and_untrained_committees_and_reproducibility(tmp_path, engine):
     assert again.failure_time_ps == bad.failure_time_ps  # seeded: the same failures at the same times
 
 
+def test_a_run_that_diverges_between_two_checks_counts_as_unstable(tmp_path):
+    """NaN forces: the committee force refuses the NaN positions before the next check; that run is unstable with
+    the engine's reason, and the other runs of the test are not lost."""
+    numbers, positions, bonds = alanine_structure()
+    potential = small_potential("none")
+    potential.committee.energy_scale.fill_(float("nan"))
+    model = str(export_committee(potential, tmp_path / "nan.pt"))
+    result = stability_test(
+        model, numbers, positions, bonds=bonds, n_runs=2, duration_ps=0.01, processes=1, seed=1, engine="openmm"
+    )
+    assert result.stable == [False, False]
+    assert all(r.startswith("engine: positions contain NaN") for r in result.reasons)
+    assert all(0 <= t < 0.01 for t in result.failure_time_ps)
+
+
 def test_ammonia_rule_as_criteria_and_bad_input(tmp_path):
     with pytest.raises(ValueError, match="n_runs must be a positive integer"):
         stability_test("x.pt", [7, 1, 1, 1], np.zeros((4, 3)), n_runs=0)
