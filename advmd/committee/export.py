@@ -11,6 +11,7 @@ straight from the zip archive, without loading or running the model.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import tempfile
@@ -42,6 +43,18 @@ _ARCHITECTURE_ATTRIBUTES = ("species", "n_members", "n_features", "n_rbf", "n_in
 _BIAS_ATTRIBUTES = ("n_members", "width", "epsilon")
 
 
+def model_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The floating dtype a committee computes in: its first floating parameter's, else its first floating buffer's.
+
+    A committee of scripted members that keep their weights in buffers has no parameters; its positions must
+    not be rounded to float32 for that. float32 only when the module holds no floating tensor at all.
+    """
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
 def _attributes(module: torch.nn.Module, names: Tuple[str, ...]) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
     for name in names:
@@ -68,8 +81,7 @@ def _build_metadata(potential: torch.nn.Module, default_strength: float, extra: 
         raise ValueError("export: the committee lists no species")
     if not potential.cutoff > 0 and committee_class == "SchNetCommittee":
         raise ValueError(f"export: cutoff must be > 0 Angstrom, got {potential.cutoff}")
-    first = next(iter(potential.parameters()), None)
-    dtype = str(first.dtype).replace("torch.", "") if first is not None else "float32"
+    dtype = str(model_dtype(potential)).replace("torch.", "")
     metadata: Dict[str, Any] = {
         "format": "advmd-committee",
         "format_version": FORMAT_VERSION,

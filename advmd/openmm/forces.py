@@ -58,7 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from advmd import units
-from advmd.committee.export import load_committee
+from advmd.committee.export import load_committee, model_dtype
 from advmd.committee.neighbors import check_cell
 from advmd.errors import TopologyMismatchError
 from advmd.performance import tune_allocator
@@ -149,28 +149,31 @@ class _OpenMMBoundary(nn.Module):
         self.register_buffer("atom_indices", atom_indices if atom_indices is not None else torch.zeros(0, dtype=torch.long))
         self.n_particles = int(n_particles)
         self.strength_factor = float(strength_factor)
-        first = next(iter(potential.parameters()), None)
-        self.model_dtype = first.dtype if first is not None else torch.float32
+        self.model_dtype = model_dtype(potential)
+        # Unit factors at the boundary (advmd.units), as attributes: TorchScript reads them as constants.
+        self.nm_to_angstrom = units.NM_TO_ANGSTROM
+        self.ev_to_kjmol = units.EV_TO_KJ_PER_MOL
+        self.ev_per_angstrom_to_kjmol_nm = units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM
 
     def statistics(self, positions_nm: Tensor, box_nm: Optional[Tensor], strength: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Energy (kJ/mol), forces on all particles (kJ/mol/nm) and the 5 statistics (OpenMM units)."""
         positions = positions_nm
         if self.use_subset:
             positions = positions_nm.index_select(0, self.atom_indices)
-        positions = positions.to(self.model_dtype) * 10.0
+        positions = positions.to(self.model_dtype) * self.nm_to_angstrom
         cell: Optional[Tensor] = None
         if box_nm is not None:
-            cell = box_nm.to(self.model_dtype) * 10.0
+            cell = box_nm.to(self.model_dtype) * self.nm_to_angstrom
         out = self.potential(positions, self.atomic_numbers, cell, (strength * self.strength_factor).to(self.model_dtype))
         # no_grad, not detach(): torch.jit.freeze (applied by openmm-torch) removes detach() calls,
         # and the returned energy must carry no graph back into the model.
         with torch.no_grad():
             if self.bias_only:  # the bias alone, on top of another potential of the System
-                energy = out["bias_energy"].to(torch.float64) * 96.48533212331002
-                forces = (out["forces"] - out["mean_forces"]).to(torch.float64) * 964.8533212331002
+                energy = out["bias_energy"].to(torch.float64) * self.ev_to_kjmol
+                forces = (out["forces"] - out["mean_forces"]).to(torch.float64) * self.ev_per_angstrom_to_kjmol_nm
             else:
-                energy = out["energy"].to(torch.float64) * 96.48533212331002
-                forces = out["forces"].to(torch.float64) * 964.8533212331002
+                energy = out["energy"].to(torch.float64) * self.ev_to_kjmol
+                forces = out["forces"].to(torch.float64) * self.ev_per_angstrom_to_kjmol_nm
             if self.use_subset:
                 full = torch.zeros((self.n_particles, 3), dtype=torch.float64, device=forces.device)
                 forces = full.index_copy(0, self.atom_indices, forces)
@@ -179,11 +182,11 @@ class _OpenMMBoundary(nn.Module):
                 atom = self.atom_indices[atom]
             stats = torch.stack(
                 [
-                    torch.sqrt(out["sigma_e2"].to(torch.float64)) * 96.48533212331002,
-                    torch.sqrt(out["sigma_f2"].to(torch.float64)) * 964.8533212331002,
-                    out["max_force_deviation"].to(torch.float64) * 964.8533212331002,
+                    torch.sqrt(out["sigma_e2"].to(torch.float64)) * self.ev_to_kjmol,
+                    torch.sqrt(out["sigma_f2"].to(torch.float64)) * self.ev_per_angstrom_to_kjmol_nm,
+                    out["max_force_deviation"].to(torch.float64) * self.ev_per_angstrom_to_kjmol_nm,
                     atom.to(torch.float64),
-                    out["bias_energy"].to(torch.float64) * 96.48533212331002,
+                    out["bias_energy"].to(torch.float64) * self.ev_to_kjmol,
                 ]
             )
         return energy, forces, stats
@@ -598,7 +601,8 @@ def create_committee_force(
         vectors = topology.getPeriodicBoxVectors()
         if vectors is None:
             raise ValueError("periodic=True but the topology has no periodic box vectors; set them first")
-        box = torch.tensor([[v.x, v.y, v.z] for v in (vec.value_in_unit(_nm()) for vec in vectors)], dtype=torch.float64) * 10.0
+        box_nm = [[v.x, v.y, v.z] for v in (vec.value_in_unit(_nm()) for vec in vectors)]
+        box = torch.tensor(box_nm, dtype=torch.float64) * units.NM_TO_ANGSTROM
         check_cell(box, float(info["cutoff"]))
 
     names = parameter_names(parameter_prefix)

@@ -212,7 +212,7 @@ class UncertaintyRamp(BiasSchedule):
     def _include(self, simulation: Any) -> List[str]:
         from advmd.openmm.reporters import _include
 
-        return _include(simulation, self.parameter_prefix, [])  # the uncertainty comes with the Simulation's state
+        return _include(simulation, self.parameter_prefix, [])  # what makes the state carry the current statistics
 
     def _reading(self, simulation: Any, state: Any) -> float:
         from advmd.openmm.reporters import _uncertainty

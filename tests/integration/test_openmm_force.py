@@ -1,6 +1,7 @@
 """The committee force inside OpenMM equals a direct model call, in OpenMM units, on both paths."""
 
 import math
+from typing import Optional
 
 import numpy as np
 import openmm
@@ -406,3 +407,37 @@ def test_reporting_every_step_leaves_the_trajectory_bitwise_unchanged(alanine_pd
             assert readings[-1][1].sigma_force == pytest.approx(read_uncertainty(check).sigma_force, rel=1e-12)
     np.testing.assert_array_equal(finals[0][0], finals[1][0])
     assert finals[0][1] == finals[1][1]
+
+
+class _BufferSpring(torch.nn.Module):
+    """A float64 member whose only tensor is a buffer (no nn.Parameter): E = k * sum of squared pair distances."""
+
+    def __init__(self, k: float):
+        super().__init__()
+        self.register_buffer("k", torch.tensor(k, dtype=torch.float64))
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.k * ((positions[:, None] - positions[None]) ** 2).sum()
+
+
+def test_a_float64_committee_without_parameters_gets_float64_positions(tmp_path):
+    """The model dtype comes from buffers when there are no parameters: positions are not rounded to float32 on the
+    way in (an energy error of 1e-6 relative), and the exported metadata says float64."""
+    from advmd.committee import read_metadata
+    from advmd.committee.members import TorchScriptCommittee
+
+    members = [torch.jit.script(_BufferSpring(k)) for k in (1.0, 1.1)]
+    potential = CommitteePotential(TorchScriptCommittee(members, [1], cutoff=5.0))
+    topology = app.Topology()
+    residue = topology.addResidue("H2", topology.addChain())
+    for _ in range(2):
+        topology.addAtom("H", app.Element.getBySymbol("H"), residue)
+    x = 0.1234567891234  # nm: not representable in float32
+    for backend in ("torch", "python"):
+        system = create_system(topology, potential, backend=backend)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions([[0.0, 0.0, 0.0], [x, 0.0, 0.0]] * unit.nanometer)
+        energy = context.getState(energy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        exact = 1.05 * 2 * (x * units.NM_TO_ANGSTROM) ** 2 * units.EV_TO_KJ_PER_MOL  # mean of k over 2 ordered pairs
+        assert energy == pytest.approx(exact, rel=1e-13)
+    assert read_metadata(export_committee(potential, tmp_path / "springs.pt"))["dtype"] == "float64"

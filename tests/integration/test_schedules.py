@@ -5,6 +5,7 @@ import openmm
 import pytest
 from openmm import app, unit
 
+from advmd import units
 from advmd.openmm import AdaptiveBiasStrength, StepSchedule, UncertaintyRamp, create_system, parameter_names
 from tests.conftest import small_potential
 
@@ -89,6 +90,33 @@ def test_uncertainty_ramp_raises_the_strength_after_each_patience_period_without
         UncertaintyRamp(5, threshold=0.1, patience=12, increment=1.0, maximum=2.0)
     with pytest.raises(ValueError, match="metric must be one of"):
         UncertaintyRamp(5, threshold=0.1, patience=10, increment=1.0, maximum=2.0, metric="entropy")
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_uncertainty_ramp_reads_the_statistics_of_the_current_step(alanine_pdb, backend):
+    """The ramp's reading at a report is the committee's at that step's positions, on both force paths (the
+    PythonForce keeps the statistics of its last evaluation: the state must make it evaluate these positions)."""
+    from advmd.openmm import read_uncertainty
+
+    readings = []
+
+    class Spy(UncertaintyRamp):
+        def _reading(self, simulation, state):
+            value = super()._reading(simulation, state)
+            fresh = read_uncertainty(simulation.context).sigma_energy * units.KJ_PER_MOL_TO_EV
+            readings.append((value, fresh))
+            return value
+
+    system = create_system(alanine_pdb.topology, small_potential("udd", width=1.0), backend=backend, bias_strength=0.3)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtoseconds)
+    simulation = app.Simulation(alanine_pdb.topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(alanine_pdb.positions)
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    simulation.reporters.append(Spy(1, threshold=1e9, patience=1000, increment=0.0, maximum=1.0, metric="sigma_energy"))
+    simulation.step(4)
+    assert len(readings) == 4 and len({value for value, _ in readings}) == 4  # the statistics move step by step
+    for value, fresh in readings:
+        assert value == pytest.approx(fresh, rel=1e-12)
 
 
 def test_adaptive_controller_holds_the_hal_force_ratio_during_md(alanine_pdb):
