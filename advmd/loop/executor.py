@@ -1,9 +1,10 @@
 """One interface for running many independent jobs: local processes, or a Dask cluster.
 
 The active-learning loop sends its parallel work (MD walkers, exploration sources,
-labelling chunks) through :meth:`Executor.map`. Jobs are plain picklable functions
-with picklable arguments; results come back in order. Choose by configuration, not
-by code:
+labelling chunks) through :meth:`Executor.as_completed`, which yields each result as
+soon as its job finishes, so that the loop stores it at once (a crash loses only the
+jobs still running); :meth:`Executor.map` returns them all, in order. Jobs are plain
+picklable functions with picklable arguments. Choose by configuration, not by code:
 
 * ``make_executor(workers=1)``: run in this process (no pickling, easiest to debug).
 * ``make_executor(workers=N)``: N spawned local processes (spawn, not fork: torch and
@@ -17,7 +18,7 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import multiprocessing
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 __all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor"]
 
@@ -30,6 +31,14 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
         """``[fn(item) for item in items]``, possibly in parallel."""
+
+    @abc.abstractmethod
+    def as_completed(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Tuple[int, Any]]:
+        """``(index, fn(item))`` for every item, each as soon as its job finishes (any order).
+
+        A job's exception is raised when its turn comes; the results yielded before it are the
+        caller's to keep, and jobs not yet started are cancelled.
+        """
 
     def close(self) -> None:
         """Release workers (idempotent)."""
@@ -46,6 +55,10 @@ class SerialExecutor(Executor):
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
         return [fn(item) for item in items]
+
+    def as_completed(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Tuple[int, Any]]:
+        for index, item in enumerate(items):
+            yield index, fn(item)
 
 
 def _initialise_worker(threads: int) -> None:
@@ -70,6 +83,15 @@ class ProcessExecutor(Executor):
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
         return list(self._pool.map(fn, list(items)))
+
+    def as_completed(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Tuple[int, Any]]:
+        futures = {self._pool.submit(fn, item): index for index, item in enumerate(items)}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()  # those not started; a no-op once all are done
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -96,6 +118,17 @@ class DaskExecutor(Executor):
         # pure=False: a job is an action (it may write files), never deduplicated by Dask.
         futures = self.client.map(fn, items, pure=False)
         return self.client.gather(futures)
+
+    def as_completed(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Tuple[int, Any]]:
+        from distributed import as_completed
+
+        futures = self.client.map(fn, list(items), pure=False)
+        index = {future.key: k for k, future in enumerate(futures)}
+        try:
+            for future in as_completed(futures):
+                yield index[future.key], future.result()
+        finally:
+            self.client.cancel([f for f in futures if not f.done()])
 
     def close(self) -> None:
         if self._own and self.client is not None:

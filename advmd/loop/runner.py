@@ -31,7 +31,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 import numpy as np
 
@@ -172,7 +172,8 @@ class LoopRunner:
                 }
             )
         done = failed = 0
-        for result in self.executor.map(_label_chunk, specs):
+        # Each chunk is stored as soon as it is labelled: a crash loses only the chunks still running.
+        for _, result in self.executor.as_completed(_label_chunk, specs):
             counts = dataset.store_labels(
                 result["ids"], result["energies"], result["forces"], result["failures"], labeler["name"], dict(labeler["options"])
             )
@@ -290,12 +291,14 @@ class LoopRunner:
         threads = int(self.config["executor"]["threads"])
         missing = [k for k in range(len(self.config["sources"])) if not (folder / f"candidates-{k}.npz").is_file()]
         explore_specs, md_specs = [], []
+        md_walkers: List[Tuple[int, int]] = []  # (source, walker) of each md_specs entry
         for k in missing:
             source = self.config["sources"][k]
             if source["kind"] in ("md", "biased-md"):
                 rng = np.random.default_rng([seed, k])
                 for w in range(int(source["walkers"])):
                     start = int(rng.integers(len(ids)))
+                    md_walkers.append((k, w))
                     md_specs.append(
                         (
                             k,
@@ -334,11 +337,21 @@ class LoopRunner:
                 )
         if explore_specs or md_specs:
             start = time.perf_counter()
-            results = self.executor.map(explore_job, [spec for _, spec in explore_specs])
-            for (k, _), result in zip(explore_specs, results):
-                _save_npz(folder / f"candidates-{k}.npz", **result)
-            walkers = self.executor.map(md_walker_job, [spec for _, spec in md_specs])
+            # Every finished job is on disk at once (a source's candidates, or one MD walker's frames): a
+            # crash loses only the jobs still running, and a resume runs only what is missing.
+            for index, result in self.executor.as_completed(explore_job, [spec for _, spec in explore_specs]):
+                _save_npz(folder / f"candidates-{explore_specs[index][0]}.npz", **result)
+            walker_files = [folder / f"walker-{k}-{w}.npz" for k, w in md_walkers]
+            todo = [i for i, path in enumerate(walker_files) if not path.is_file()]
+            for index, result in self.executor.as_completed(md_walker_job, [md_specs[i][1] for i in todo]):
+                _save_npz(walker_files[todo[index]], **result)
+            walkers = []
+            for path in walker_files:
+                with np.load(path) as f:
+                    walkers.append({name: f[name] for name in f.files})
             self._save_md_candidates(folder, model_path, numbers, md_specs, walkers)
+            for path in walker_files:
+                path.unlink()
             self._log(f"generation {g}: explored {len(missing)} sources in {time.perf_counter() - start:.1f} s")
         out = []
         for k in range(len(self.config["sources"])):

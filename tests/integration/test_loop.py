@@ -145,6 +145,45 @@ def test_crash_between_row_commit_and_selection_record_does_not_duplicate(tmp_pa
     assert dataset_rows(crashed) == dataset_rows(reference)
 
 
+def test_labelling_that_crashes_keeps_every_finished_chunk(tmp_path, monkeypatch):
+    """Labels are stored chunk by chunk: a crash in the third of four chunks keeps the first two, and the next run
+    labels only the rest (with the same labels a run without the crash gives)."""
+    import advmd.loop.runner as runner_module
+    from advmd.loop.runner import LoopRunner
+
+    original = runner_module._label_chunk
+    labelled = []
+
+    def crash_on_third(spec):
+        if len(labelled) == 2:
+            raise RuntimeError("worker lost")
+        labelled.append(len(spec["ids"]))
+        return original(spec)
+
+    monkeypatch.setattr(runner_module, "_label_chunk", crash_on_third)
+    runner = LoopRunner(config_for(tmp_path / "crash"), progress=False)
+    runner._check_config()
+    with pytest.raises(RuntimeError, match="worker lost"):
+        runner._initialise()
+    dataset = Dataset(tmp_path / "crash" / "data.db")
+    done = len(list(dataset.rows(label_status="done")))
+    assert len(labelled) == 2 and done == sum(labelled) > 0  # the two finished chunks, stored
+    assert len(dataset.pending_ids()) == len(dataset) - done > 0
+
+    monkeypatch.setattr(runner_module, "_label_chunk", original)
+    LoopRunner(config_for(tmp_path / "crash"), progress=False)._initialise()
+    LoopRunner(config_for(tmp_path / "clean"), progress=False)._initialise()
+    assert dataset_rows(tmp_path / "crash") == dataset_rows(tmp_path / "clean")
+
+
+def test_executors_yield_each_result_as_it_completes():
+    from advmd.loop import make_executor
+
+    for workers in (1, 2):
+        with make_executor(workers=workers) as executor:
+            assert sorted(executor.as_completed(abs, [-3, 2, -1])) == [(0, 3), (1, 2), (2, 1)]
+
+
 @pytest.mark.slow  # a 2-process LocalCluster imports torch in each worker: ~50 s on 2 cores
 def test_dask_local_cluster_runs_a_generation(tmp_path):
     distributed = pytest.importorskip("distributed")

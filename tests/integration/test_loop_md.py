@@ -66,6 +66,9 @@ def test_alanine_loop_with_md_sources(tmp_path):
     assert first["md"]["walkers"] == 3 and 0.0 <= first["md"]["stable_fraction"] <= 1.0
     assert first["labels"]["new"] == first["selection"]["counts"]["selected"]
     assert "grid" in first and first["grid"]["n_points"] >= 1 and first["coverage"] > 0
+    # each walker was on disk as it finished; once its source's candidates are written, the walker files go
+    assert (tmp_path / "run" / "gen-000" / "candidates-0.npz").is_file()
+    assert not list((tmp_path / "run").glob("gen-*/walker-*.npz"))
 
 
 def test_md_walker_stops_when_non_bonded_atoms_collapse():
