@@ -21,6 +21,7 @@ rows still pending, never relabelling a finished one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -32,7 +33,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Dataset", "Provenance", "SOURCES", "DatasetError"]
+__all__ = ["Dataset", "Provenance", "SOURCES", "DatasetError", "split_key", "split_by_key"]
 
 #: Where a structure came from.
 SOURCES = ("initial", "md", "attack-cartesian", "attack-dihedral", "random", "imported")
@@ -41,6 +42,36 @@ STATUSES = ("pending", "done", "failed")
 
 class DatasetError(ValueError):
     """The database is unreadable, or a request does not fit its content."""
+
+
+def split_key(seed: int, row_id: int) -> float:
+    """A number in [0, 1) fixed by ``(seed, row_id)``, uniform over rows (BLAKE2b of the pair)."""
+    digest = hashlib.blake2b(f"advmd-split:{int(seed)}:{int(row_id)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+def split_by_key(ids: Sequence[int], fractions: Tuple[float, ...], seed: int) -> Tuple[List[int], ...]:
+    """Parts of ``ids`` by :func:`split_key`: a row goes to the part whose share of [0, 1) holds its key.
+
+    ``fractions`` (two or three non-negative numbers summing to 1) are the shares, in order. A row's
+    part depends on its id and the seed alone, never on the other rows. In a set too small for a part
+    with a positive fraction to receive a row, the first part's row with the largest key moves there
+    (only while the first part keeps two rows).
+    """
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) not in (2, 3) or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be two or three non-negative numbers summing to 1, got {fractions!r}")
+    edges = np.cumsum(fractions)[:-1]
+    parts: List[List[int]] = [[] for _ in fractions]
+    keys = {int(i): split_key(seed, int(i)) for i in ids}
+    for i in sorted(keys):
+        parts[int(np.searchsorted(edges, keys[i], side="right"))].append(i)
+    for k in range(1, len(parts)):
+        if fractions[k] > 0 and not parts[k] and len(parts[0]) > 2:
+            moved = max(parts[0], key=lambda i: keys[i])
+            parts[0].remove(moved)
+            parts[k].append(moved)
+    return tuple(parts)
 
 
 @dataclass
@@ -296,21 +327,17 @@ class Dataset:
     def split(
         self, fractions: Tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, **selection: Any
     ) -> Tuple[List[int], List[int], List[int]]:
-        """Reproducible train/validation/test split of the labelled rows.
+        """Reproducible train/validation/test split of the labelled rows, stable as the dataset grows.
 
-        The same rows and seed always give the same split (rows are ordered by
-        id before a seeded permutation).
+        Each row's part is fixed by its id and the seed (:func:`split_by_key`): rows added
+        later never move an earlier row to another part, so a committee fine-tuned on the
+        training rows of a smaller dataset is never validated or tested on them. The parts
+        hold the fractions up to binomial scatter.
         """
-        if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-            raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
         ids = sorted(self.labelled_ids(**selection))
         if not ids:
             raise DatasetError("the dataset has no labelled structures to split; label some first")
-        order = np.random.default_rng(seed).permutation(len(ids))
-        n_train = int(round(fractions[0] * len(ids)))
-        n_val = int(round(fractions[1] * len(ids)))
-        chosen = [ids[k] for k in order]
-        return sorted(chosen[:n_train]), sorted(chosen[n_train : n_train + n_val]), sorted(chosen[n_train + n_val :])
+        return split_by_key(ids, fractions, seed)
 
     def structures(self, ids: Sequence[int]) -> List[Any]:
         """``ase.Atoms`` (with a single-point calculator when labelled) for the given row ids."""

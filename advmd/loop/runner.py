@@ -197,6 +197,7 @@ class LoopRunner:
             load_trainable_committee,
             make_bias,
         )
+        from advmd.data.store import split_by_key
         from advmd.loop.config import SYSTEM_DEFAULTS
         from advmd.train import TrainingConfig, calibrate_threshold, predict, train_committee
 
@@ -212,6 +213,14 @@ class LoopRunner:
         lowest = min(e for _, e in rows)
         ids = [i for i, e in rows if cap <= 0 or e <= lowest + cap]  # labelled extremes stay in the database, untrained
         data = dataset.structure_set(ids)
+        # Validation rows fixed per row for the whole run (the run seed and the row id), not drawn again each
+        # generation: a committee fine-tuned from generation g - 1 is never validated on rows it was trained on.
+        fraction = TrainingConfig().validation_fraction
+        train_ids, validation_ids = split_by_key(ids, (1.0 - fraction, fraction), int(self.config["run"]["seed"]))
+        if len(train_ids) < 2 or not validation_ids:
+            raise ValueError(
+                f"generation {g}: {len(ids)} labelled structures are too few to train and validate on; raise [system] initial"
+            )
         species = sorted({int(z) for z in data.numbers})
         fine_tune = (bool(training["fine_tune"]) and g > 0) or (g == 0 and bool(model["start_from"]))
         if fine_tune:
@@ -251,7 +260,13 @@ class LoopRunner:
             fine_tune=fine_tune,
         )
         start = time.perf_counter()
-        result = train_committee(committee, data, config, checkpoint=folder / "train.ckpt")
+        result = train_committee(
+            committee,
+            dataset.structure_set(train_ids),
+            config,
+            validation=dataset.structure_set(validation_ids),
+            checkpoint=folder / "train.ckpt",
+        )
         threshold = calibrate_threshold(committee, data, float(training["threshold_percentile"]))
         member_e, _ = predict(committee, data)
         sigma_e2 = np.var(member_e, axis=0, ddof=1)
@@ -276,7 +291,8 @@ class LoopRunner:
         )
         (folder / "train.ckpt").unlink(missing_ok=True)
         self._log(
-            f"generation {g}: trained on {len(data)} structures in {time.perf_counter() - start:.1f} s"
+            f"generation {g}: trained on {len(train_ids)} structures (validation {len(validation_ids)}) "
+            f"in {time.perf_counter() - start:.1f} s"
             f"{' (fine-tuned)' if fine_tune else ''}; Eq. 8 threshold {threshold['sigma_f2']:.4g} (eV/A)^2"
         )
         return out
