@@ -14,7 +14,7 @@ Units: Angstrom in, eV out.
 """
 
 import math
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +98,11 @@ class CoordinateMLPCommittee(nn.Module):
             "hidden": list(self.hidden),
             "dimensions": self.dimensions,
         }
+
+    @torch.jit.unused
+    def member_axes(self) -> Dict[str, int]:
+        """The member axis of every parameter (all lead with it): lets a trainer treat members separately."""
+        return {name: 0 for name, _ in self.named_parameters()}
 
     def forward(self, member_positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor]) -> Tensor:
         """Energies of every member, shape (M,), for one structure (``member_positions`` (M, N, 3))."""

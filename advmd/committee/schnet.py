@@ -14,7 +14,7 @@ Units: Angstrom in, eV out.
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -166,6 +166,12 @@ class SchNetCommittee(nn.Module):
             "n_interactions": self.n_interactions,
             "cutoff": self.cutoff,
         }
+
+    @torch.jit.unused
+    def member_axes(self) -> Dict[str, int]:
+        """The member axis of every parameter: 0 for the embedding and output layers (M, ...), 1 for the
+        per-interaction weights (T, M, ...). Lets a trainer and :meth:`select_members` treat members separately."""
+        return {name: 0 if name == "embedding" or name.startswith("out_") else 1 for name, _ in self.named_parameters()}
 
     def forward(self, member_positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor]) -> Tensor:
         """Energies of every member.
@@ -439,10 +445,10 @@ class SchNetCommittee(nn.Module):
         hp["n_members"] = len(members)
         new = SchNetCommittee(**hp)
         index = torch.tensor(members)
+        axes = self.member_axes()
         with torch.no_grad():
             for name, param in self.named_parameters():
-                axis = 0 if name in ("embedding",) or name.startswith("out_") else 1
-                getattr(new, name).copy_(param.index_select(axis, index))
+                getattr(new, name).copy_(param.index_select(axes[name], index))
             new.atomic_energy_shift.copy_(self.atomic_energy_shift)
             new.energy_scale.copy_(self.energy_scale)
         new = new.to(dtype=self.embedding.dtype, device=self.embedding.device)

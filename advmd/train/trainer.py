@@ -4,7 +4,14 @@ All members train at once: every batch is one call of the committee, and
 each member's loss is weighted by its own bootstrap counts, so member ``m``
 sees its own resample of the training split (paper Algorithm 1, line 3).
 Members share no parameter, and Adam is elementwise, so one optimiser over the
-summed member losses is exactly ``M`` independent optimisers.
+summed member losses steps every member as its own optimiser would. Each member
+keeps the weights of its own best validation epoch. The learning-rate schedule
+(reduce on plateau) and the early stop follow the committee's mean validation
+loss: members share them. Schedules per member were tried: on small validation
+sets, a member whose loss is noisy in the first epochs had its learning rate cut
+to the minimum and never learned (the double-well loop's committee kept a member
+at its initial weights). With a fixed schedule, member ``m`` trained inside the
+committee ends with the weights training it alone gives (same data order).
 
 Units: Angstrom, eV, eV/Angstrom.
 """
@@ -151,7 +158,11 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    """What :func:`train_committee` measured (units eV and eV/Angstrom)."""
+    """What :func:`train_committee` measured (units eV and eV/Angstrom).
+
+    ``best_epoch`` is the epoch of the best mean validation loss (the early stop counts from it);
+    ``best_epochs`` lists the epoch whose weights each member kept (its own best validation loss).
+    """
 
     epochs_run: int
     best_epoch: int
@@ -161,7 +172,8 @@ class TrainingResult:
     validation_force_rmse: List[float]  # per member
     validation_mean_energy_rmse: float  # committee mean
     validation_mean_force_rmse: float
-    history: List[Dict[str, float]] = field(default_factory=list)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best_epochs: List[int] = field(default_factory=list)
 
     def as_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -312,8 +324,14 @@ def train_committee(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_learning_rate
     )
+    if not hasattr(committee, "member_axes"):
+        raise TypeError(
+            f"train_committee needs a committee that names its parameters' member axes; {type(committee).__name__} does not"
+        )
+    axes = committee.member_axes()
     best_loss, best_epoch, best_state = math.inf, -1, copy.deepcopy(committee.state_dict())
-    history: List[Dict[str, float]] = []
+    member_best_loss, member_best_epoch = np.full(m, math.inf), np.full(m, -1)
+    history: List[Dict[str, Any]] = []
     seen, elapsed, first_epoch = 0, 0.0, 0
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
     fingerprint = _fingerprint(data, validation, config)
@@ -333,7 +351,13 @@ def train_committee(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["rng"]
+        if "member_best_loss" not in state:
+            raise ValueError(
+                f"checkpoint {str(checkpoint_path)!r} was written by an older advmd (one best epoch for all members); "
+                "delete it to start over"
+            )
         best_loss, best_epoch, best_state = state["best_loss"], state["best_epoch"], state["best_state"]
+        member_best_loss, member_best_epoch = state["member_best_loss"], state["member_best_epoch"]
         history, seen, elapsed, first_epoch = state["history"], state["seen"], state["elapsed"], state["epoch"] + 1
         logger.info("resuming from %s at epoch %d", checkpoint_path, first_epoch)
 
@@ -354,16 +378,34 @@ def train_committee(
             train_loss += float(loss.detach().mean()) * len(idx)
             seen += len(idx)
         committee.eval()
-        val_loss = 0.0
+        member_val = np.zeros(m)
         for b in range(0, len(validation), 64):
             idx = np.arange(b, min(b + 64, len(validation)))
-            val_loss += float(_losses(committee, validation, idx, val_weights[:, idx], config, False).mean().detach()) * len(idx)
-        val_loss /= len(validation)
+            losses = _losses(committee, validation, idx, val_weights[:, idx], config, False).detach()
+            member_val += losses.cpu().numpy().astype(np.float64) * len(idx)
+        member_val /= len(validation)
+        val_loss = float(member_val.mean())
         scheduler.step(val_loss)
         lr = optimizer.param_groups[0]["lr"]
-        history.append({"epoch": epoch, "train_loss": train_loss / len(data), "validation_loss": val_loss, "lr": lr})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss / len(data),
+                "validation_loss": val_loss,
+                "member_validation_loss": member_val.tolist(),
+                "lr": lr,
+            }
+        )
         if val_loss < best_loss:
-            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(committee.state_dict())
+            best_loss, best_epoch = val_loss, epoch
+        improved = np.flatnonzero(member_val < member_best_loss)
+        if len(improved):  # each member keeps its own best epoch's weights
+            member_best_loss[improved], member_best_epoch[improved] = member_val[improved], epoch
+            index = torch.as_tensor(improved, dtype=torch.long)
+            current = committee.state_dict()
+            with torch.no_grad():
+                for name, axis in axes.items():
+                    best_state[name].index_copy_(axis, index, current[name].index_select(axis, index))
         if epoch % 10 == 0 or epoch == config.epochs - 1:
             logger.info("epoch %d train %.5f validation %.5f lr %.1e", epoch, train_loss / len(data), val_loss, lr)
         if checkpoint_path is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch == config.epochs - 1):
@@ -376,6 +418,8 @@ def train_committee(
                 "best_loss": best_loss,
                 "best_epoch": best_epoch,
                 "best_state": best_state,
+                "member_best_loss": member_best_loss,
+                "member_best_epoch": member_best_epoch,
                 "history": history,
                 "seen": seen,
                 "elapsed": time.perf_counter() - start,
@@ -402,6 +446,7 @@ def train_committee(
         validation_mean_energy_rmse=metrics["mean_energy_rmse"],
         validation_mean_force_rmse=metrics["mean_force_rmse"],
         history=history,
+        best_epochs=[int(e) for e in member_best_epoch],
     )
 
 

@@ -79,6 +79,31 @@ def test_training_is_reproducible_with_a_seed():
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
+def test_each_member_keeps_its_own_best_epoch_and_trains_as_it_would_alone():
+    """Each member keeps the weights of its own best validation epoch: with a fixed schedule (no plateau, no early
+    stop), member m of a committee ends with the weights training it alone gives (same data order, no bootstrap),
+    although the members' best epochs differ. The schedule and the stop follow the mean validation loss."""
+    numbers = [8, 1, 1]
+    positions = sample(24, 0.08, seed=4)
+    data = StructureSet.from_arrays(numbers, positions, *harmonic_triatomic(positions))
+    config = TrainingConfig(
+        epochs=40, batch_size=8, learning_rate=2e-2, bootstrap=False, lr_patience=100, early_stopping_patience=100, seed=7
+    )
+    start = SchNetCommittee([1, 8], n_members=3, n_features=8, n_rbf=6, n_interactions=1, cutoff=3.0, seed=1).double()
+    committee = start.select_members([0, 1, 2])
+    together = train_committee(committee, data, config)
+    assert len(set(together.best_epochs)) > 1  # the members' best epochs differ
+    history = np.array([h["member_validation_loss"] for h in together.history])
+    assert together.best_epochs == np.argmin(history, axis=0).tolist()
+    for k in range(3):
+        alone = start.select_members([k])
+        result = train_committee(alone, data, config)
+        assert result.best_epochs == [together.best_epochs[k]]
+        mine = committee.select_members([k])
+        for name, param in alone.named_parameters():
+            np.testing.assert_allclose(getattr(mine, name).detach(), param.detach(), rtol=1e-6, atol=1e-9, err_msg=name)
+
+
 def test_reference_energies_recover_per_species_offsets():
     rng = np.random.default_rng(0)
     offsets = {1: -13.6, 8: -2040.0}
