@@ -191,7 +191,8 @@ def initial_structures(system: str, n: int, seed: int = 0, **options: Any) -> Tu
     """Initial structures of a paper system and the settings that made them.
 
     ``alanine``: amber14 MD frames (option ``interval_ps``, default 2); ``ammonia``: normal-mode
-    displacements around the ground state of a labeler (option ``labeler``, default ``xtb``);
+    displacements around the ground state of a labeler (options ``labeler``, default ``xtb``, and
+    ``labeler_options``, its settings: the geometry and Hessian use the method the labels use);
     ``double-well``: the paper's low-energy uniform samples (``n`` candidates).
     """
     if int(n) != n or n < 1:
@@ -204,11 +205,11 @@ def initial_structures(system: str, n: int, seed: int = 0, **options: Any) -> Tu
     elif system == "ammonia":
         from advmd.labelers import make_labeler
 
-        labeler = make_labeler(options.get("labeler", "xtb"))
+        labeler = make_labeler(options.get("labeler", "xtb"), **dict(options.get("labeler_options", {})))
         ground = ammonia_ground_state(labeler)
         hessian = numerical_hessian(ground, labeler)
         structures = normal_mode_displacements(ground, hessian, int(n), (250.0, 750.0), seed=int(seed))
-        settings.update(labeler=labeler.name, temperature_range_k=[250.0, 750.0])
+        settings.update(labeler=labeler.name, labeler_settings=labeler.settings(), temperature_range_k=[250.0, 750.0])
     elif system == "double-well":
         structures = double_well_structures(int(n), seed=int(seed))
         settings.update(energy_cut=-2.0, box=1.5)

@@ -95,6 +95,7 @@ def make_holdout(system: str, system_cfg: Dict[str, Any], labeler_cfg: Dict[str,
         options = {"interval_ps": system_cfg["interval_ps"]} if system == "alanine" else {}
         if system == "ammonia":
             options["labeler"] = labeler_cfg["name"]
+            options["labeler_options"] = dict(labeler_cfg["options"])
         structures, _ = initial_structures(system, int(system_cfg["holdout"]), seed + 1000, **options)
         positions = np.array([a.positions for a in structures])
         numbers = structures[0].numbers

@@ -66,6 +66,9 @@ def _label_chunk(spec: Dict[str, Any]) -> Dict[str, Any]:
         "energies": [None if k in result.failures else float(result.energies[k]) for k in range(len(structures))],
         "forces": [None if k in result.failures else np.asarray(result.forces[k]) for k in range(len(structures))],
         "failures": dict(result.failures),
+        # What the labels were computed with (method, basis, charge, versions), not the configuration's shorthand.
+        "labeler": labeler.name,
+        "settings": labeler.settings(),
     }
 
 
@@ -136,6 +139,7 @@ class LoopRunner:
             options = {"interval_ps": system["interval_ps"]} if self.system == "alanine" else {}
             if self.system == "ammonia":
                 options["labeler"] = self.config["labeler"]["name"]
+                options["labeler_options"] = dict(self.config["labeler"]["options"])
             structures, settings = initial_structures(self.system, system["initial"], seed, **options)
             dataset.add(structures, Provenance("initial", generation=0, selection=settings))
             self._log(f"initial data: {len(structures)} {self.system} structures")
@@ -175,7 +179,7 @@ class LoopRunner:
         # Each chunk is stored as soon as it is labelled: a crash loses only the chunks still running.
         for _, result in self.executor.as_completed(_label_chunk, specs):
             counts = dataset.store_labels(
-                result["ids"], result["energies"], result["forces"], result["failures"], labeler["name"], dict(labeler["options"])
+                result["ids"], result["energies"], result["forces"], result["failures"], result["labeler"], result["settings"]
             )
             done += counts["done"]
             failed += counts["failed"]

@@ -174,6 +174,11 @@ def test_labelling_that_crashes_keeps_every_finished_chunk(tmp_path, monkeypatch
     LoopRunner(config_for(tmp_path / "crash"), progress=False)._initialise()
     LoopRunner(config_for(tmp_path / "clean"), progress=False)._initialise()
     assert dataset_rows(tmp_path / "crash") == dataset_rows(tmp_path / "clean")
+    # provenance: the labeler's own name and settings, not the configuration's shorthand
+    from advmd.labelers import DoubleWell2D
+
+    for row in Dataset(tmp_path / "crash" / "data.db").rows():
+        assert row.labeler == DoubleWell2D.name and row.data["labeler_settings"] == DoubleWell2D().settings()
 
 
 def test_executors_yield_each_result_as_it_completes():

@@ -48,6 +48,19 @@ def test_ammonia_relaxation_hessian_and_thermal_displacements():
     np.testing.assert_allclose([a.positions for a in again], [a.positions for a in structures], atol=1e-8)
 
 
+def test_ammonia_initial_data_uses_the_labelers_settings():
+    """The ground state and normal modes come from the method the labels use, with its options (GFN1 here)."""
+    from advmd.data.initial import initial_structures
+
+    structures, settings = initial_structures("ammonia", 2, seed=0, labeler="xtb", labeler_options={"method": "GFN1-xTB"})
+    assert settings["labeler"] == "gfn1-xtb" and settings["labeler_settings"]["method"] == "GFN1-xTB"
+    gfn1 = make_labeler("xtb", method="GFN1-xTB")
+    gfn2 = make_labeler("xtb")
+    ground1, ground2 = ammonia_ground_state(gfn1), ammonia_ground_state(gfn2)
+    bond = lambda atoms: float(np.linalg.norm(atoms.positions[1] - atoms.positions[0]))  # noqa: E731
+    assert abs(bond(ground1) - bond(ground2)) > 1e-3  # the two methods disagree on the N-H length
+
+
 def test_alanine_md_structures_are_seeded_and_constrained():
     a = alanine_md_structures(n_frames=3, interval_ps=0.1, seed=5)
     b = alanine_md_structures(n_frames=3, interval_ps=0.1, seed=5)
