@@ -375,7 +375,14 @@ class Dataset:
 
     # ------------------------------------------------------------------ exchange
     def export_extxyz(self, path: Union[str, os.PathLike], ids: Optional[Sequence[int]] = None) -> int:
-        """Write labelled rows to extended XYZ (energy, forces and provenance in the info/arrays)."""
+        """Write labelled rows to extended XYZ: energy, forces and the whole provenance in each frame's info.
+
+        Info keys: ``source``, ``generation``, ``labeler``, ``parent_id``, ``uncertainty``, ``dataset_id``
+        (the row's id here), and ``labeler_settings`` and ``selection`` as JSON strings.
+        :meth:`import_extxyz` reads them back.
+        """
+        import json
+
         from ase.io import write
 
         ids = self.labelled_ids() if ids is None else list(ids)
@@ -387,6 +394,10 @@ class Dataset:
                 if key in row.key_value_pairs:
                     atoms.info[key] = row.key_value_pairs[key]
             atoms.info["dataset_id"] = int(i)
+            data = row.get("data", {}) or {}
+            for key in ("labeler_settings", "selection"):
+                if data.get(key):
+                    atoms.info[key] = json.dumps(data[key], sort_keys=True)
             frames.append(atoms)
         write(str(path), frames, format="extxyz")
         return len(frames)
@@ -394,23 +405,71 @@ class Dataset:
     def import_extxyz(
         self, path: Union[str, os.PathLike], provenance: Optional[Provenance] = None, labeler: str = "imported"
     ) -> List[int]:
-        """Read extended XYZ frames; frames with energy and forces are stored as labelled."""
+        """Read extended XYZ frames; frames with energy and forces are stored as labelled. Returns ids in file order.
+
+        Without ``provenance``, each frame keeps the provenance :meth:`export_extxyz` wrote (source,
+        generation, uncertainty, selection; its labeler and settings), and frames without it are
+        ``imported``. Row ids of the file's dataset (``dataset_id``, ``parent_id``) mean nothing here:
+        they are kept in ``selection["imported_from"]`` with the file name.
+        """
+        import json
+
         from ase.io import read
 
         if not Path(path).is_file():
             raise DatasetError(f"extxyz file {str(path)!r} does not exist")
         frames = read(str(path), index=":", format="extxyz")
-        provenance = provenance or Provenance("imported")
+
+        def settings_of(frame: Any, key: str) -> Dict[str, Any]:
+            text = frame.info.get(key)
+            if not text:
+                return {}
+            try:
+                value = json.loads(text) if isinstance(text, str) else text
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"{str(path)!r}: the {key} of a frame is not valid JSON ({error})") from None
+            return value if isinstance(value, dict) else {}
+
+        records = []
+        for frame in frames:
+            labelled = frame.calc is not None and "energy" in frame.calc.results and "forces" in frame.calc.results
+            if provenance is not None:
+                record = provenance
+            else:
+                selection = settings_of(frame, "selection")
+                origin = {"file": Path(path).name}
+                for key in ("dataset_id", "parent_id"):
+                    if key in frame.info:
+                        origin[key] = int(frame.info[key])
+                selection["imported_from"] = origin
+                source = frame.info.get("source", "imported")
+                uncertainty = frame.info.get("uncertainty")
+                record = Provenance(
+                    source=source if source in SOURCES else "imported",
+                    generation=int(frame.info.get("generation", 0)),
+                    uncertainty=None if uncertainty is None else float(uncertainty),
+                    selection=selection,
+                )
+            name = str(frame.info.get("labeler", labeler)) if labelled else None
+            settings = settings_of(frame, "labeler_settings") if labelled else None
+            records.append((frame, labelled, record, name, settings))
+        # One add() per run of frames that share how they are stored (labelled or not, labeler, settings).
         ids: List[int] = []
-        has_labels = [f.calc is not None and "energy" in f.calc.results and "forces" in f.calc.results for f in frames]
-        with_labels = [f for f, labelled in zip(frames, has_labels) if labelled]
-        without = [f for f, labelled in zip(frames, has_labels) if not labelled]
-        if with_labels:
-            energies = [f.calc.results["energy"] for f in with_labels]
-            forces = [f.calc.results["forces"] for f in with_labels]
-            ids += self.add(with_labels, provenance, energies, forces, labeler=labeler)
-        if without:
-            ids += self.add(without, provenance)
+        start = 0
+        while start < len(records):
+            _, labelled, _, name, settings = records[start]
+            stop = start + 1
+            while stop < len(records) and records[stop][1:2] + records[stop][3:] == (labelled, name, settings):
+                stop += 1
+            run = records[start:stop]
+            structures = [r[0] for r in run]
+            if labelled:
+                energies = [f.calc.results["energy"] for f in structures]
+                forces = [f.calc.results["forces"] for f in structures]
+                ids += self.add(structures, [r[2] for r in run], energies, forces, labeler=name, labeler_settings=settings)
+            else:
+                ids += self.add(structures, [r[2] for r in run])
+            start = stop
         return ids
 
 

@@ -49,6 +49,31 @@ def test_extxyz_round_trip(tmp_path):
     np.testing.assert_allclose(b.forces, a.forces)
 
 
+def test_extxyz_round_trip_keeps_provenance_and_file_order(tmp_path):
+    ds = Dataset(tmp_path / "a.db")
+    structures = points(4)
+    result = DoubleWell2D().label(structures)
+    first = ds.add(structures[:2], Provenance("initial"), result.energies[:2], result.forces[:2], labeler="dw-a")
+    attack = Provenance("attack-cartesian", generation=2, parent_id=first[0], uncertainty=0.42, selection={"steps": 10})
+    ds.add(structures[2:], attack, result.energies[2:], result.forces[2:], labeler="dw-b", labeler_settings={"eq": 15})
+    ds.export_extxyz(tmp_path / "a.xyz", ids=[4, 1, 3, 2])  # any order: the import keeps the file's
+    other = Dataset(tmp_path / "b.db")
+    other.add(points(1, seed=5), Provenance("random"))  # ids differ between the two datasets
+    ids = other.import_extxyz(tmp_path / "a.xyz")
+    for new_id, old_id in zip(ids, [4, 1, 3, 2]):
+        old, new = ds.db.get(id=old_id), other.db.get(id=new_id)
+        np.testing.assert_allclose(new.positions, old.positions)
+        assert new.energy == old.energy and new.label_status == "done"
+        for key in ("source", "generation", "labeler"):
+            assert new.get(key) == old.get(key), key
+        assert new.get("uncertainty") == old.get("uncertainty")
+        assert new.data["labeler_settings"] == old.data["labeler_settings"]
+        origin = new.data["selection"].pop("imported_from")
+        assert new.data["selection"] == old.data["selection"]
+        assert origin["file"] == "a.xyz" and origin["dataset_id"] == old_id and origin.get("parent_id") == old.get("parent_id")
+        assert new.get("parent_id") is None  # an id of the other dataset means nothing here
+
+
 def test_split_is_reproducible_disjoint_complete_and_stable_as_rows_are_added(tmp_path):
     ds = Dataset(tmp_path / "s.db")
     structures = points(200)
