@@ -418,7 +418,18 @@ class LoopRunner:
             return json.loads(path.read_text())
         dataset = self.dataset
         written = [r.id for r in dataset.rows(generation=g) if r.get("source") in EXPLORATION_SOURCES]
-        _, numbers, pool, energies = seed_pool(dataset)
+        pool_ids, numbers, pool, energies = seed_pool(dataset)
+        if written:
+            # A crash after the rows' transaction, before selection.json (and a resume may have labelled them
+            # since): select against the dataset as it was, without them, so that the record is the same.
+            keep = ~np.isin(pool_ids, written)
+            pool, energies = pool[keep], energies[keep]
+        # Structures whose labelling failed stay in the dataset, unlabelled: near-duplicates of them would fail
+        # again, so they count as known to the deduplication (not to the energy cap, which needs energies).
+        failed = [
+            r.positions for r in dataset.rows(label_status="failed") if tuple(r.numbers) == tuple(numbers) and r.id not in written
+        ]
+        reference = np.concatenate([pool, np.array(failed)]) if failed else pool
         threshold = read_metadata(model_path)["uncertainty_threshold"]["sigma_f2"]
         sel = self.config["selection"]
         cap = float(sel["energy_cap"])
@@ -435,7 +446,7 @@ class LoopRunner:
             max_count=int(sel["budget"]),
             align=self.config["model"]["kind"] != "mlp",  # absolute-coordinate models: no superposition
         )
-        chosen = select(merged["positions"], numbers, merged["sigma_f2"], merged["mean_energy"], config, reference=pool)
+        chosen = select(merged["positions"], numbers, merged["sigma_f2"], merged["mean_energy"], config, reference=reference)
         if not written:  # a crash after the transaction but before selection.json: the rows are there already
             structures, provenance = [], []
             for k, source in enumerate(self.config["sources"]):

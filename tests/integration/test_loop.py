@@ -131,7 +131,7 @@ def test_resume_after_kill_gives_the_same_dataset(tmp_path):
     assert dataset_rows(killed) == dataset_rows(reference)
 
 
-def test_crash_between_row_commit_and_selection_record_does_not_duplicate(tmp_path):
+def test_crash_between_row_commit_and_selection_record_does_not_duplicate(tmp_path, monkeypatch):
     # two sources: their rows go in together, in one transaction
     sources = DOUBLE_WELL["sources"] + [{"kind": "random", "seeds": 10, "amplitude": 0.4}]
     reference = tmp_path / "reference"
@@ -143,6 +143,35 @@ def test_crash_between_row_commit_and_selection_record_does_not_duplicate(tmp_pa
     (crashed / "summary.json").unlink()
     run_loop(config_for(crashed, run={"generations": 1}, sources=sources), progress=False)
     assert dataset_rows(crashed) == dataset_rows(reference)
+    # The record is rebuilt against the dataset without the rows it had added (labelled since): the same counts.
+    record = json.loads((reference / "gen-000" / "selection.json").read_text())
+    assert json.loads((crashed / "gen-000" / "selection.json").read_text()) == record
+    assert record["counts"]["selected"] == len(record["ids"]) > 0
+
+    # A structure whose labelling failed is known to the deduplication; this generation's own rows are not.
+    import advmd.attacks as attacks_module
+    from advmd.loop.runner import LoopRunner
+
+    seen = {}
+    original = attacks_module.select
+
+    def spy(*args, **kwargs):
+        seen["reference"] = kwargs["reference"]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attacks_module, "select", spy)
+    dataset = Dataset(crashed / "data.db")
+    victim = next(iter(dataset.rows(source="initial")))
+    dataset.db.update(victim.id, label_status="failed")
+    (crashed / "gen-000" / "selection.json").unlink()
+    runner = LoopRunner(config_for(crashed, run={"generations": 1}, sources=sources), progress=False)
+    model = crashed / "gen-000" / "committee.pt"
+    runner._select(0, model, runner._explore(0, model))
+    known = seen["reference"].reshape(len(seen["reference"]), -1)
+    assert np.any(np.all(np.isclose(known, victim.positions.reshape(-1)), axis=1))
+    for row_id in record["ids"]:
+        added = dataset.db.get(id=row_id).positions.reshape(-1)
+        assert not np.any(np.all(np.isclose(known, added), axis=1))
 
 
 def test_labelling_that_crashes_keeps_every_finished_chunk(tmp_path, monkeypatch):
