@@ -359,7 +359,14 @@ def _attack(args: argparse.Namespace, out: TextIO) -> int:
         raise SystemExit(f"advmd attack: {error}") from None
     start = time.perf_counter()
     summary = explore_dataset(
-        committee, Dataset(args.db), config, threshold, args.generation, args.topology, dry_run=args.dry_run
+        committee,
+        Dataset(args.db),
+        config,
+        threshold,
+        args.generation,
+        args.topology,
+        dry_run=args.dry_run,
+        training_ids=metadata.get("training_ids"),
     )
     counts = summary["counts"]
     _write(

@@ -165,6 +165,19 @@ def seed_pool(dataset, numbers: Optional[Sequence[int]] = None) -> Tuple[List[in
     )
 
 
+def training_energies(
+    pool_ids: Sequence[int], pool_energies: np.ndarray, training_ids: Optional[Sequence[int]]
+) -> Optional[np.ndarray]:
+    """Energies of the pool rows that are training rows (for Q of Eq. 11-12); ``None`` when there are none."""
+    if not training_ids:
+        return None
+    wanted = np.isin(np.asarray(pool_ids), np.asarray(list(training_ids), dtype=int))
+    if not wanted.any():
+        logger.warning("none of the committee's training rows is in this dataset: Q from every labelled row")
+        return None
+    return np.asarray(pool_energies)[wanted]
+
+
 @dataclass
 class Candidates:
     """Explored structures before selection (numpy; Angstrom, eV, (eV/Angstrom)^2)."""
@@ -186,8 +199,15 @@ def generate_candidates(
     pool_energies: np.ndarray,
     config: ExplorationConfig,
     topology_file: Optional[Union[str, Path]] = None,
+    partition_energies: Optional[np.ndarray] = None,
 ) -> Candidates:
-    """Draw ``config.n_seeds`` seeds from ``pool`` (S, N, 3) and attack or displace them."""
+    """Draw ``config.n_seeds`` seeds from ``pool`` (S, N, 3) and attack or displace them.
+
+    ``partition_energies`` (eV): the energies the Boltzmann factor's partition function Q is built from
+    (paper Eq. 11-12: the committee's training split); ``None`` uses ``pool_energies``. Q only shifts
+    the Eq. 13 objective by a constant: the attacked geometries do not depend on it, its reported
+    values do.
+    """
     config.validate()
     rng = np.random.default_rng(int(config.seed))
     pick = rng.choice(len(pool), size=int(config.n_seeds), replace=int(config.n_seeds) > len(pool))
@@ -210,7 +230,7 @@ def generate_candidates(
     attack_config = config.attack
     if config.method == "attack":
         if attack_config.kt is not None:
-            log_q = log_partition_function(pool_energies, attack_config.kt)
+            log_q = log_partition_function(pool_energies if partition_energies is None else partition_energies, attack_config.kt)
             attack_config = AttackConfig(**{**asdict(attack_config), "log_partition": log_q})
         result = attack(committee, numbers, seeds, variables, attack_config)
     else:
@@ -270,6 +290,7 @@ def explore_dataset(
     generation: int = 0,
     topology_file: Optional[Union[str, Path]] = None,
     dry_run: bool = False,
+    training_ids: Optional[Sequence[int]] = None,
 ) -> Dict[str, Any]:
     """Attack (or randomly displace) seeds from ``dataset``, select, and add the selection as pending rows.
 
@@ -284,6 +305,9 @@ def explore_dataset(
         Written into the provenance of the new rows.
     dry_run : bool
         Select but write nothing.
+    training_ids : sequence of int, optional
+        Rows the committee was trained on (its metadata's ``training_ids``): Q of Eq. 11-12 comes from
+        their energies. ``None``, or none of them in ``dataset``: from every labelled row of the composition.
 
     Returns
     -------
@@ -292,7 +316,8 @@ def explore_dataset(
     """
     config.validate()
     ids, numbers, pool, energies = seed_pool(dataset)
-    result = generate_candidates(committee, numbers, pool, ids, energies, config, topology_file)
+    partition = training_energies(ids, energies, training_ids)
+    result = generate_candidates(committee, numbers, pool, ids, energies, config, topology_file, partition)
     selection_config = config.selection
     if selection_config.threshold is None and threshold is not None:
         selection_config = SelectionConfig(**{**asdict(selection_config), "threshold": float(threshold)})

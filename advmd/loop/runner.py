@@ -285,6 +285,7 @@ class LoopRunner:
             default_strength=0.0,
             extra_metadata={
                 "uncertainty_threshold": threshold,
+                "training_ids": [int(i) for i in train_ids],  # Q of Eq. 11-12 for this committee's attacks
                 "loop": {
                     "generation": g,
                     "fine_tuned": fine_tune,
@@ -302,12 +303,14 @@ class LoopRunner:
         return out
 
     def _explore(self, g: int, model_path: Path) -> List[Dict[str, Any]]:
-        from advmd.attacks.job import seed_pool
+        from advmd.attacks.job import seed_pool, training_energies
+        from advmd.committee import read_metadata
         from advmd.loop.sources import explore_job, md_walker_job
 
         folder = self._gen_dir(g)
         seed = int(self.config["run"]["seed"]) * 1000 + g
         ids, numbers, pool, energies = seed_pool(self.dataset)
+        partition = training_energies(ids, energies, read_metadata(model_path).get("training_ids"))
         threads = int(self.config["executor"]["threads"])
         missing = [k for k in range(len(self.config["sources"])) if not (folder / f"candidates-{k}.npz").is_file()]
         explore_specs, md_specs = [], []
@@ -349,6 +352,7 @@ class LoopRunner:
                             "pool": pool,
                             "pool_ids": ids,
                             "pool_energies": energies,
+                            "partition_energies": partition,
                             "seed": seed * 100 + k,
                             "threads": threads,
                             "topology": None,  # alanine: the shipped PDB; others: covalent radii

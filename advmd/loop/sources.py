@@ -51,7 +51,14 @@ def explore_job(spec: Dict[str, Any]) -> Dict[str, Any]:
         seed=int(spec["seed"]),
     )
     candidates = generate_candidates(
-        committee, spec["numbers"], spec["pool"], spec["pool_ids"], spec["pool_energies"], config, spec.get("topology")
+        committee,
+        spec["numbers"],
+        spec["pool"],
+        spec["pool_ids"],
+        spec["pool_energies"],
+        config,
+        spec.get("topology"),
+        spec.get("partition_energies"),
     )
     dimensions = int(getattr(committee, "dimensions", 3))
     if dimensions < 3:  # coordinates the model does not see stay where the seed had them

@@ -124,7 +124,11 @@ def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
         potential,
         out_cfg["model"],
         default_strength=float(bias_cfg["default_strength"]),
-        extra_metadata={"uncertainty_threshold": threshold, "training_metrics": metrics},
+        extra_metadata={
+            "uncertainty_threshold": threshold,
+            "training_metrics": metrics,
+            "training_ids": [int(i) for i in train_ids],  # rows of the database (Q of Eq. 11-12 for attacks)
+        },
     )
     Path(out_cfg["metrics"]).parent.mkdir(parents=True, exist_ok=True)
     Path(out_cfg["metrics"]).write_text(json.dumps({**metrics, "history": result.history}, indent=1))

@@ -53,6 +53,8 @@ model = "out/committee.pt"
     assert metadata["uncertainty_threshold"]["sigma_f2"] > 0
     metrics = json.loads((tmp_path / "committee.metrics.json").read_text())
     assert metrics["dataset"]["train"] + metrics["dataset"]["validation"] + metrics["dataset"]["test"] == n
+    # the training rows are recorded (Q of Eq. 11-12 for attacks with this committee), and are the split's
+    assert metadata["training_ids"] == Dataset(db).split((0.7, 0.15, 0.15), seed=0)[0]
     assert len(metrics["test"]["member_force_rmse"]) == 3
     # fine-tune the next generation from the exported one
     config2 = tmp_path / "gen2.toml"

@@ -92,6 +92,11 @@ def test_double_well_loop_lowers_the_error(tmp_path):
     loop = [read_metadata(tmp_path / "run" / f"gen-{g:03d}" / "committee.pt")["loop"] for g in range(3)]
     assert [m["fine_tuned"] for m in loop] == [False, True, True]
     assert [m["learning_rate"] for m in loop] == [5e-3, 4e-3, 4e-3]
+    # each committee records its training rows (Q of Eq. 11-12 for its attacks): labelled rows, without the validation ones
+    labelled = set(Dataset(tmp_path / "run" / "data.db").labelled_ids())
+    for g in range(3):
+        training = read_metadata(tmp_path / "run" / f"gen-{g:03d}" / "committee.pt")["training_ids"]
+        assert 0 < len(training) < len(labelled) and set(training) < labelled
     # rerunning the finished loop recomputes the metrics as of each generation, not of the final dataset
     again = run_loop(config_for(tmp_path / "run"), progress=False)["generations"]
     assert [m["labels"]["total"] for m in again] == [m["labels"]["total"] for m in generations]

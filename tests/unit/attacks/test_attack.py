@@ -102,3 +102,41 @@ def test_bad_attack_input(trained):
         attack(committee, NUMBERS, positions[:1], "polar", AttackConfig(steps=1))
     with pytest.raises(ValueError, match="kt must be > 0 eV"):
         log_partition_function(energies, -1.0)
+
+
+def test_partition_function_comes_from_the_training_energies_and_only_shifts_the_objective(tmp_path, monkeypatch):
+    """Q of Eq. 11-12 from the training rows: the attack gets their log Q, its geometries are those of any Q, and its
+    objective moves by log Q(all rows) - log Q(training rows) at every step."""
+    import advmd.attacks.job as job_module
+    from advmd.attacks import AttackConfig, log_partition_function
+    from advmd.attacks.job import ExplorationConfig, generate_candidates, seed_pool, training_energies
+    from advmd.committee import load_trainable_committee
+    from advmd.data import Dataset
+    from advmd.systems import resource_path
+    from tests.conftest import labelled_alanine_db
+
+    dataset = Dataset(labelled_alanine_db(tmp_path / "ala.db", n_frames=5, seed=2))
+    ids, numbers, pool, energies = seed_pool(dataset)
+    training = ids[:3]
+    partition = training_energies(ids, energies, training)
+    np.testing.assert_array_equal(partition, energies[:3])
+    assert training_energies(ids, energies, [10_000]) is None and training_energies(ids, energies, None) is None
+    committee, _ = load_trainable_committee(resource_path("alanine-dipeptide-committee.pt"))
+    config = ExplorationConfig(
+        n_seeds=2, attack=AttackConfig(steps=3, learning_rate=1e-2, init_std=0.01, kt=0.05, seed=1), energy_cap=None, seed=1
+    )
+    runs, seen = {}, {}
+    original = job_module.attack
+
+    def spy(*args):
+        result = original(*args)
+        seen[args[-1].log_partition] = result.objective_history
+        return result
+
+    monkeypatch.setattr(job_module, "attack", spy)
+    for name, energies_q in (("all", None), ("training", partition)):
+        runs[name] = generate_candidates(committee, numbers, pool, ids, energies, config, None, energies_q)
+    np.testing.assert_array_equal(runs["all"].positions, runs["training"].positions)
+    q_all, q_training = log_partition_function(energies, 0.05), log_partition_function(partition, 0.05)
+    assert set(seen) == {q_all, q_training} and abs(q_all - q_training) > 1e-3
+    np.testing.assert_allclose(np.subtract(seen[q_training], seen[q_all]), q_all - q_training, rtol=1e-5)
