@@ -228,13 +228,15 @@ def attack(
     """
     config = config or AttackConfig()
     config.validate()
+    if config.max_norm is not None and not (isinstance(variables, str) and variables == "cartesian"):
+        raise ValueError("AttackConfig.max_norm bounds Cartesian displacements (Angstrom); leave it unset for a dihedral attack")
     base, z, shape, geometry = _prepare(committee, numbers, seeds, variables)
     s = base.shape[0]
     dtype = base.dtype
     generator = torch.Generator().manual_seed(int(config.seed))
     delta = (torch.randn(shape, generator=generator, dtype=dtype) * config.init_std).to(base.device).requires_grad_(True)
-    with torch.enable_grad():
-        _, initial = batch_statistics(committee, z, geometry(delta.detach()).requires_grad_(True), create_graph=False)
+    with torch.enable_grad():  # at the seeds themselves, as the random baseline measures it
+        _, initial = batch_statistics(committee, z, geometry(torch.zeros_like(delta)).requires_grad_(True), create_graph=False)
     optimizer = torch.optim.Adam([delta], lr=config.learning_rate)
     history: List[float] = []
     for _ in range(int(config.steps)):

@@ -81,6 +81,11 @@ class ExplorationConfig:
             raise ValueError(f"energy_cap must be > 0 eV above the lowest labelled energy (or None), got {self.energy_cap!r}")
         self.attack.validate()
         self.selection.validate()
+        if self.space == "dihedral" and self.method == "attack" and self.attack.max_norm is not None:
+            raise ValueError(
+                f"max_norm ({self.attack.max_norm}) bounds Cartesian displacements in Angstrom; a dihedral attack moves "
+                "angles: leave max_norm unset, or attack in Cartesian space"
+            )
 
     @property
     def source(self) -> str:

@@ -4,7 +4,7 @@ The same selection serves attacks, random displacements and MD frames, so that
 sources are compared at equal footing. Steps, in order:
 
 1. drop non-finite candidates;
-2. keep structures the committee does not know: ``sigma_F^2 > t`` (paper Eq. 8,
+2. keep structures the committee does not know: ``sigma_F^2 >= t`` (paper Eq. 8,
    ``t`` from :func:`advmd.train.calibrate_threshold`);
 3. drop structures whose committee mean energy exceeds a cap (the paper discards
    extreme energies: they are rarely visited and waste labels);
@@ -93,7 +93,7 @@ class SelectionConfig:
     Attributes
     ----------
     threshold : float or None, unit (eV/Angstrom)^2
-        Eq. 8: keep ``sigma_F^2 > threshold``; ``None`` keeps all.
+        Eq. 8: keep ``sigma_F^2 >= threshold`` (unknown to the committee); ``None`` keeps all.
     energy_max : float or None, unit eV
         Drop candidates whose committee mean energy is above this (absolute) value.
     rmsd : float, unit Angstrom
@@ -186,7 +186,7 @@ def select(
     counts["non_finite"] = s - len(alive)
 
     if config.threshold is not None:
-        known = uncertainty[alive] <= config.threshold
+        known = uncertainty[alive] < config.threshold  # Eq. 8: sigma^2 < t is in the training domain
         counts["below_threshold"] = int(known.sum())
         alive = alive[~known]
     if config.energy_max is not None:

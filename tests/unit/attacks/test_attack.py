@@ -88,6 +88,8 @@ def test_dihedral_attack_on_alanine_keeps_bonds_and_raises_uncertainty():
     before = np.linalg.norm(seeds[0][index[:, 1]] - seeds[0][index[:, 0]], axis=1)
     for frame in result.positions:
         np.testing.assert_allclose(np.linalg.norm(frame[index[:, 1]] - frame[index[:, 0]], axis=1), before, atol=1e-4)
+    with pytest.raises(ValueError, match="max_norm bounds Cartesian displacements"):  # angles have no such bound
+        attack(committee, numbers, seeds, rotation, AttackConfig(steps=1, max_norm=0.3))
 
 
 def test_bad_attack_input(trained):
@@ -102,6 +104,20 @@ def test_bad_attack_input(trained):
         attack(committee, NUMBERS, positions[:1], "polar", AttackConfig(steps=1))
     with pytest.raises(ValueError, match="kt must be > 0 eV"):
         log_partition_function(energies, -1.0)
+    from advmd.attacks.job import ExplorationConfig
+
+    with pytest.raises(ValueError, match="max_norm \\(0.3\\) bounds Cartesian displacements"):
+        ExplorationConfig(space="dihedral", dihedrals=["phi"], attack=AttackConfig(max_norm=0.3)).validate()
+
+
+def test_initial_uncertainty_is_measured_at_the_seeds(trained):
+    """Before the attack means at the seeds (as for the random baseline), not after the initial noise."""
+    from advmd.attacks import committee_statistics
+
+    committee, positions, _ = trained
+    result = attack(committee, NUMBERS, positions[:4], "cartesian", AttackConfig(steps=2, init_std=0.2, seed=3))
+    _, at_seeds = committee_statistics(committee, NUMBERS, positions[:4])
+    np.testing.assert_allclose(result.initial_sigma_f2, at_seeds, rtol=1e-10)
 
 
 def test_partition_function_comes_from_the_training_energies_and_only_shifts_the_objective(tmp_path, monkeypatch):

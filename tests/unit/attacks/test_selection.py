@@ -89,9 +89,10 @@ def test_threshold_energy_cap_budget_and_non_finite(alanine_conformers, rng):
     config = SelectionConfig(threshold=0.5, energy_max=4.0, rmsd=0.05, max_count=3)
     chosen = select(structures, numbers, uncertainty, energy, config)
     c = chosen.counts
-    assert c["non_finite"] == 1 and c["below_threshold"] == 5  # 0.1 ... 0.5 (<= t is known)
+    assert uncertainty[4] == 0.5  # exactly the threshold: Eq. 8 counts sigma^2 >= t as unknown
+    assert c["non_finite"] == 1 and c["below_threshold"] == 4  # 0.1 ... 0.4 (< t is known)
     assert c["above_energy_cap"] == 0  # high energies sit on the low-uncertainty end here
-    assert c["over_budget"] == 12 - 1 - 5 - 3 and c["selected"] == 3
+    assert c["over_budget"] == 12 - 1 - 4 - 3 and c["selected"] == 3
     assert list(chosen.indices) == [11, 10, 9]
     assert np.all(uncertainty[chosen.indices] > 0.5) and np.all(energy[chosen.indices] <= 4.0)
     capped = select(structures, numbers, uncertainty, energy, SelectionConfig(energy_max=1.0, rmsd=0.0))
