@@ -128,7 +128,10 @@ class TrainingConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     energy_weight: float = 1.0  # alpha_E of paper Eq. 3
-    force_weight: float = 1.0  # alpha_F of paper Eq. 3
+    # alpha_F of paper Eq. 3. Convention: the squared force error of a structure is averaged over its 3N
+    # components (Eq. 3 sums them), so that the weight does not scale with the molecule's size; a weight
+    # written for the summed form equals this one times 3N.
+    force_weight: float = 1.0
     validation_fraction: float = 0.2
     bootstrap: bool = True
     lr_factor: float = 0.5
