@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from advmd.committee.export import load_committee
+from advmd.committee.export import load_committee, model_dtype
 
 __all__ = ["CommitteeCalculator"]
 
@@ -58,8 +58,7 @@ class CommitteeCalculator(Calculator):
             model, _ = load_committee(model)
         self.device = torch.device(device)
         self.potential = model.to(self.device)
-        first = next(iter(self.potential.parameters()), None)
-        self.dtype = first.dtype if first is not None else torch.float32
+        self.dtype = model_dtype(self.potential)
         self.species = [int(z) for z in self.potential.species]
         self.bias_strength = float(bias_strength)
 
@@ -72,19 +71,32 @@ class CommitteeCalculator(Calculator):
         if unknown:
             raise ValueError(f"atoms contain elements {unknown} the committee was not trained on (species {self.species})")
         cell: Optional[torch.Tensor] = None
+        xyz = self.atoms.get_positions()
+        rotation: Optional[np.ndarray] = None
         if self.atoms.pbc.any():
             if not self.atoms.pbc.all():
                 raise ValueError("mixed periodicity is not supported: set atoms.pbc to all True or all False")
-            cell = torch.tensor(np.asarray(self.atoms.cell), dtype=self.dtype, device=self.device)
-        positions = torch.tensor(self.atoms.get_positions(), dtype=self.dtype, device=self.device)
+            # The model takes OpenMM's reduced form (lower-triangular cell rows); ASE cells are often not in it.
+            # Rotate cell and positions into it (the energy is invariant) and the forces back.
+            reduced, rotation = self.atoms.cell.standard_form()
+            reduced = np.array(reduced)
+            reduced[np.triu_indices(3, 1)] = 0.0
+            if np.any(np.diag(reduced) <= 0):
+                raise ValueError("the cell is left-handed (negative determinant); reorder its vectors to make it right-handed")
+            cell = torch.tensor(reduced, dtype=self.dtype, device=self.device)
+            xyz = xyz @ rotation.T
+        positions = torch.tensor(xyz, dtype=self.dtype, device=self.device)
         z = torch.tensor(numbers, dtype=torch.long, device=self.device)
         out = self.potential(positions, z, cell, torch.tensor(self.bias_strength, dtype=self.dtype, device=self.device))
         out = {key: value.detach() for key, value in out.items()}
         energy = float(out["energy"])
+        forces = out["forces"].to(torch.float64).cpu().numpy()
+        if rotation is not None:
+            forces = forces @ rotation  # back to the caller's axes
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "forces": out["forces"].to(torch.float64).cpu().numpy(),
+            "forces": forces,
             "sigma_e2": float(out["sigma_e2"]),
             "sigma_f2": float(out["sigma_f2"]),
             "max_force_deviation": float(out["max_force_deviation"]),

@@ -40,3 +40,37 @@ def test_periodic_water_box_and_unknown_elements():
         bad = Atoms("SH2", positions=[[0, 0, 0], [1.3, 0, 0], [0, 1.3, 0]])
         bad.calc = CommitteeCalculator(potential)
         bad.get_potential_energy()
+
+
+def test_a_cell_not_in_reduced_form_is_rotated_into_it_and_the_forces_back():
+    """ASE cells are often not lower-triangular (an fcc primitive cell): the energy equals that of the same crystal
+    in reduced form, and the forces are minus the gradient in the caller's axes."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=16.0) * (1, 1, 1)
+    atoms.set_atomic_numbers([8])
+    atoms += Atoms("HH", positions=[[0.95, 0.1, 0.0], [-0.2, 0.93, 0.1]])
+    assert abs(atoms.cell[0, 1]) > 1.0  # not lower-triangular
+    potential = small_potential("hal")
+    atoms.calc = CommitteeCalculator(potential, bias_strength=0.2)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    reduced = atoms.copy()
+    reduced_cell, rotation = atoms.cell.standard_form()
+    reduced.set_cell(reduced_cell, scale_atoms=False)
+    reduced.positions = atoms.positions @ rotation.T
+    reduced.calc = CommitteeCalculator(potential, bias_strength=0.2)
+    assert reduced.get_potential_energy() == pytest.approx(energy, abs=1e-10)
+    np.testing.assert_allclose(forces, calculate_numerical_forces(atoms, eps=1e-5), atol=2e-6)
+    np.testing.assert_allclose(forces @ rotation.T, reduced.get_forces(), atol=1e-10)
+
+
+def test_a_float64_committee_without_parameters_keeps_float64_positions():
+    from advmd.committee import CommitteePotential
+    from advmd.committee.members import TorchScriptCommittee
+    from tests.integration.test_openmm_force import _BufferSpring
+
+    potential = CommitteePotential(TorchScriptCommittee([torch.jit.script(_BufferSpring(k)) for k in (1.0, 1.1)], [1], 5.0))
+    atoms = Atoms("H2", positions=[[0.0, 0.0, 0.0], [1.234567891234, 0.0, 0.0]])
+    atoms.calc = CommitteeCalculator(potential)
+    assert atoms.calc.dtype == torch.float64
+    assert atoms.get_potential_energy() == pytest.approx(1.05 * 2 * 1.234567891234**2, rel=1e-14)
