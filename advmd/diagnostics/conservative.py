@@ -181,6 +181,31 @@ def _initial_velocities(system: Any, temperature_k: float, seed: int) -> np.ndar
     return velocities
 
 
+def _keeps_zero_momentum(system: Any, context: Any) -> bool:
+    """Whether NVE keeps the start's zero net momentum without a ``CMMotionRemover`` (which is counted already).
+
+    True for more than one moving particle when the energy does not change under a rigid translation (a
+    translation-invariant potential: an advmd committee, a force field); an external field breaks it.
+    """
+    import openmm
+    from openmm import unit
+
+    masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
+    if sum(1 for m in masses if m > 0) < 2 or any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()):
+        return False
+    start = context.getState(positions=True, energy=True)
+    x = start.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    energies = [start.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)]
+    try:
+        for shift in ([0.037, -0.021, 0.013], [-0.011, 0.029, -0.043]):  # nm
+            context.setPositions((x + np.array(shift)) * unit.nanometer)
+            energies.append(context.getState(energy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    finally:
+        context.setPositions(x * unit.nanometer)
+    scale = max(1.0, abs(energies[0]))
+    return bool(np.all(np.isfinite(energies))) and max(abs(e - energies[0]) for e in energies) < 1e-6 * scale
+
+
 @dataclass
 class NVEResult:
     """An NVE trajectory's energies and temperature, with a linear drift fit.
@@ -255,7 +280,8 @@ def nve_drift(
         Any system: an advmd committee (:func:`advmd.openmm.create_system`), a force
         field, or a custom force. The initial velocities carry no net momentum, so a
         ``CMMotionRemover`` does not change the energy (it is counted in the degrees of
-        freedom).
+        freedom). Without one, a translation-invariant system keeps that zero momentum, and
+        its 3 degrees of freedom are not counted either (temperatures read right).
     positions : (N, 3) positions in nm, or an OpenMM ``Quantity``
     timestep_fs : float, unit fs
     duration_ps : float, unit ps
@@ -288,8 +314,10 @@ def nve_drift(
     integrator = openmm.VerletIntegrator(timestep_fs * unit.femtoseconds)
     context = openmm.Context(system, integrator, choose_platform(system, platform or "auto"))
     context.setPositions(positions)
-    context.setVelocities(_initial_velocities(system, temperature_k, int(seed)) * unit.nanometer / unit.picosecond)
     dof = _degrees_of_freedom(system)
+    if _keeps_zero_momentum(system, context):
+        dof -= 3  # the momentum-free start stays momentum-free: 3 fewer degrees carry kinetic energy
+    context.setVelocities(_initial_velocities(system, temperature_k, int(seed)) * unit.nanometer / unit.picosecond)
     r_gas = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
     n_steps = int(round(duration_ps * 1000.0 / timestep_fs))
     n_reports = max(1, n_steps // report_every)

@@ -118,6 +118,29 @@ def test_nve_conserves_energy_for_a_harmonic_system_and_heats_up_under_a_rotatio
     assert hot.temperature_k[-1] > 3 * hot.temperature_k[0]
 
 
+def test_nve_temperature_counts_the_momentum_a_translation_invariant_system_keeps():
+    """Two particles joined by a spring, no CMMotionRemover: the momentum-free start stays so, 3 degrees of freedom
+    (not 6) carry the kinetic energy, and the initial temperature averages to the requested one."""
+    pair = _particles(2)
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(0, 1, 0.15, 10.0)
+    pair.addForce(bond)
+    start = np.array([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0]])
+    runs = [
+        nve_drift(pair, start, timestep_fs=0.5, duration_ps=0.0005, report_every=1, platform="Reference", seed=s)
+        for s in range(300)
+    ]
+    assert {r.degrees_of_freedom for r in runs} == {3}
+    # chi-squared with 3 degrees of freedom: the mean of 300 draws has a relative sd of 0.047
+    assert np.mean([r.temperature_k[0] for r in runs]) == pytest.approx(300.0, rel=0.15)
+    external = _particles(2)
+    field = openmm.CustomExternalForce("10*x")
+    for i in range(2):
+        field.addParticle(i, [])
+    external.addForce(field)
+    assert nve_drift(external, start, duration_ps=0.0005, report_every=1, platform="Reference").degrees_of_freedom == 6
+
+
 def test_nve_bad_settings_are_refused():
     with pytest.raises(ValueError, match="timestep_fs must be > 0"):
         nve_drift(_particles(1), np.zeros((1, 3)), timestep_fs=0.0)
