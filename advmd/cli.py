@@ -280,8 +280,11 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
     parameters = {}
     if form == "udd":
         parameters["width"] = args.width if args.width is not None else metadata["bias"]["parameters"].get("width", 0.05)
+    if form == "hal" and metadata["bias"]["form"] == "hal" and "epsilon" in metadata["bias"]["parameters"]:
+        parameters["epsilon"] = metadata["bias"]["parameters"]["epsilon"]  # the input's, not the default
     strength = args.default_strength if args.default_strength is not None else metadata["bias"]["default_strength"]
-    keep = {k: v for k, v in metadata.items() if k in ("uncertainty_threshold", "training_metrics", "demo")}
+    kept = ("uncertainty_threshold", "training_metrics", "training_ids", "loop", "demo")
+    keep = {k: v for k, v in metadata.items() if k in kept}
     potential = CommitteePotential(committee, make_bias(form, committee.n_members, **parameters))
     tabulate = args.tabulate
     if tabulate is None and not args.exact:

@@ -40,6 +40,11 @@ PathLike = Union[str, os.PathLike]
 
 
 _ARCHITECTURE_ATTRIBUTES = ("species", "n_members", "n_features", "n_rbf", "n_interactions", "cutoff")
+# Constructor arguments of each advmd committee class, read as attributes from a scripted module.
+_CLASS_ATTRIBUTES = {
+    "SchNetCommittee": _ARCHITECTURE_ATTRIBUTES,
+    "CoordinateMLPCommittee": ("n_atoms", "species", "n_members", "hidden", "dimensions"),
+}
 _BIAS_ATTRIBUTES = ("n_members", "width", "epsilon")
 
 
@@ -69,13 +74,13 @@ def _build_metadata(potential: torch.nn.Module, default_strength: float, extra: 
 
     committee = potential.committee
     bias = potential.bias
-    # Read attributes, not methods: a loaded ScriptModule keeps attributes only.
-    if isinstance(committee, torch.jit.ScriptModule) or not hasattr(committee, "hyperparameters"):
-        hyper = _attributes(committee, _ARCHITECTURE_ATTRIBUTES)
-    else:
-        hyper = committee.hyperparameters()
     committee_class = getattr(committee, "original_name", None) if isinstance(committee, torch.jit.ScriptModule) else None
     committee_class = committee_class or committee.__class__.__name__
+    # Read attributes, not methods: a loaded ScriptModule keeps attributes only.
+    if isinstance(committee, torch.jit.ScriptModule) or not hasattr(committee, "hyperparameters"):
+        hyper = _attributes(committee, _CLASS_ATTRIBUTES.get(committee_class, _ARCHITECTURE_ATTRIBUTES))
+    else:
+        hyper = committee.hyperparameters()
     species = [int(z) for z in potential.species]
     if not species:
         raise ValueError("export: the committee lists no species")

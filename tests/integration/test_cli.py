@@ -76,6 +76,18 @@ def test_export_changes_the_bias_and_keeps_the_weights(model_file, tmp_path, ala
     new, metadata = load_committee(tmp_path / "hal.pt")
     old, _ = load_committee(model_file)
     assert metadata["bias"]["form"] == "hal" and metadata["bias"]["default_strength"] == 0.2
+    # a second re-export keeps the HAL epsilon and the training rows of its input
+    from advmd.committee import CommitteePotential, export_committee, load_trainable_committee, make_bias, read_metadata
+
+    trainable, _ = load_trainable_committee(tmp_path / "hal.pt")
+    custom = export_committee(
+        CommitteePotential(trainable, make_bias("hal", trainable.n_members, epsilon=1e-3)),
+        tmp_path / "custom.pt",
+        extra_metadata={"training_ids": [1, 2, 3]},
+    )
+    main(["export", str(custom), "--out", str(tmp_path / "again.pt"), "--default-strength", "0.3"], out=io.StringIO())
+    again = read_metadata(tmp_path / "again.pt")
+    assert again["bias"]["parameters"]["epsilon"] == 1e-3 and again["training_ids"] == [1, 2, 3]
     positions, numbers = alanine
     zero = torch.tensor(0.0, dtype=torch.float64)
     torch.testing.assert_close(

@@ -79,3 +79,17 @@ def test_export_rejects_bad_default_strength(tmp_path):
     with pytest.raises(ValueError, match="default_strength must be a finite number"):
         export_committee(small_potential(), tmp_path / "x.pt", default_strength=float("nan"))
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_scripted_mlp_committee_exports_metadata_that_rebuilds_it(tmp_path):
+    """Exporting an already scripted potential reads the architecture from attributes: those of its own class."""
+    from advmd.committee import CommitteePotential, load_trainable_committee
+    from advmd.committee.mlp import CoordinateMLPCommittee
+
+    committee = CoordinateMLPCommittee(n_atoms=1, species=[1], n_members=3, hidden=(4,), dimensions=2, seed=2).double()
+    path = export_committee(torch.jit.script(CommitteePotential(committee)), tmp_path / "mlp.pt")
+    rebuilt, _ = load_trainable_committee(path)
+    assert rebuilt.hyperparameters() == committee.hyperparameters()
+    x = torch.tensor([[[0.3, -0.2, 0.0]]], dtype=torch.float64).expand(3, 1, 3)
+    z = torch.tensor([1])
+    torch.testing.assert_close(rebuilt(x, z, None), committee(x, z, None), rtol=1e-12, atol=1e-12)
