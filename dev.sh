@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One entry point for a fresh machine (Python 3.11 and nothing else):
+# One entry point for a fresh machine (Python 3.11 with venv; g++ only for the LAMMPS pair_style plugin
+# tests, which are skipped without it):
 #   ./dev.sh demo    set up (once) and run the main job: a committee MD demo on alanine dipeptide
 #   ./dev.sh test    set up (once) and run the test suite (fast tests; slow ones with ./dev.sh test-all)
 #   ./dev.sh setup   only create/refresh the virtual environment in .venv

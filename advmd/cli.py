@@ -34,7 +34,7 @@ diagnose adversarial | conservative
 bench
     The performance suite: times and ratios against the targets, peak memory.
 example-config
-    Print a commented example config (train or md).
+    Print a commented example config (train, md or loop).
 """
 
 from __future__ import annotations
@@ -390,12 +390,14 @@ def _attack(args: argparse.Namespace, out: TextIO) -> int:
 
 def _loop(args: argparse.Namespace, out: TextIO) -> int:
     from advmd.loop import load_loop_config, run_loop
+    from advmd.loop.config import validate_loop_config
 
     config = load_loop_config(args.config)
     if args.directory:
         config["run"]["directory"] = args.directory
     if args.generations is not None:
         config["run"]["generations"] = args.generations
+        validate_loop_config(config)  # the command line's value, checked before any work
     result = run_loop(config, progress=not args.quiet, stream=out)
     last = result["generations"][-1]
     _write(
@@ -737,5 +739,26 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
     return handlers[args.verb](args, out)
 
 
+#: Errors of the user's input (a missing file, a bad value): one line on the console, not a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError)
+
+
+def console(argv: Optional[List[str]] = None) -> int:
+    """The ``advmd`` command: :func:`main`, with bad input reported in one line (exit status 2).
+
+    ``--verbose`` shows the traceback as well. In-process callers (and tests) use :func:`main`,
+    which raises.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        if "-v" in argv or "--verbose" in argv:
+            raise
+        verb = next((a for a in argv if not a.startswith("-")), "")
+        print(f"advmd {verb}: {error} (advmd --verbose {verb} ... shows the traceback)".replace("  ", " "), file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -50,9 +50,36 @@ def merge_config(
         for key, value in values.items():
             if key not in config[section]:
                 raise ValueError(f"config: unknown key {key!r} in [{section}]; valid keys are {sorted(config[section])}")
+            _check_type(section, key, config[section][key], value)
             config[section][key] = value
     for section, key in path_keys:
         value = config[section][key]
         if value and not str(value).startswith(("postgresql://", "postgres://")) and not Path(value).is_absolute():
             config[section][key] = str(base / value)
     return config
+
+
+def _check_type(section: str, key: str, default: Any, value: Any) -> None:
+    """A value of the default's kind (an integer where the default is one, any number for a float...).
+
+    Settings whose default is ``""`` or ``None`` (unset, or set to a path, a number or a name) are checked
+    by their own validation.
+    """
+    if default is None or (isinstance(default, str) and default == ""):
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok, kind = isinstance(value, list), "a list"
+    elif isinstance(default, dict):
+        ok, kind = isinstance(value, dict), "a table"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"config: [{section}] {key} must be {kind}, got {value!r}")

@@ -203,7 +203,10 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model file {str(path)!r} does not exist; export one with advmd.committee.export_committee")
+        raise ModelFileError(
+            f"model file {str(path)!r} does not exist; train one with advmd train "
+            "(or export one with advmd.committee.export_committee)"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]

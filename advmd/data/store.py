@@ -142,7 +142,9 @@ class Dataset:
             if file.exists():
                 self._check_sqlite(file)
             elif not create:
-                raise DatasetError(f"dataset {self.path!r} does not exist; create it first (create=True)")
+                raise DatasetError(
+                    f"dataset {self.path!r} does not exist; create it with advmd data init (or Dataset(path, create=True))"
+                )
             else:
                 file.parent.mkdir(parents=True, exist_ok=True)
         self.db = ase.db.connect(self.path, type="db" if self.is_sql_file else "postgresql", append=True)

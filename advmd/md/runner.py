@@ -136,7 +136,8 @@ def validate_md_config(config: Dict[str, Any]) -> None:
     if not isinstance(schedule, list) or any(not (isinstance(e, list) and len(e) == 2) for e in schedule):
         raise ValueError(f"[bias] schedule must be a list of [step, strength] pairs, got {schedule!r}")
     for step, strength in schedule:
-        if int(step) != step or step < 0 or not math.isfinite(strength) or strength < 0:
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (step, strength))
+        if not numbers or int(step) != step or step < 0 or not math.isfinite(strength) or strength < 0:
             raise ValueError(f"[bias] schedule entry [{step}, {strength}] needs a step >= 0 and a finite strength >= 0")
     if not (math.isfinite(config["bias"]["strength"]) and config["bias"]["strength"] >= 0):
         raise ValueError(f"[bias] strength must be a finite number >= 0, got {config['bias']['strength']!r}")

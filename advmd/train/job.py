@@ -18,7 +18,7 @@ from advmd.config import merge_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULTS", "load_config", "run_training"]
+__all__ = ["DEFAULTS", "load_config", "validate_train_config", "run_training"]
 
 DEFAULTS: Dict[str, Dict[str, Any]] = {
     "data": {"database": "data.db", "split": [0.8, 0.1, 0.1], "split_seed": 0},
@@ -58,7 +58,44 @@ def load_config(source: Union[str, os.PathLike, Dict[str, Any]]) -> Dict[str, An
         ("output", "metrics"),
         ("model", "fine_tune_from"),
     ]
-    return merge_config(DEFAULTS, source, path_keys, example="train.example.toml")
+    config = merge_config(DEFAULTS, source, path_keys, example="train.example.toml")
+    validate_train_config(config)
+    return config
+
+
+def validate_train_config(config: Dict[str, Any]) -> None:
+    """Every check that can fail before training starts, each naming its field."""
+    import math
+
+    from advmd.committee.bias import BIAS_FORMS
+    from advmd.train.trainer import TrainingConfig
+
+    split = config["data"]["split"]
+    numbers = isinstance(split, list) and all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in split)
+    if not numbers or len(split) != 3 or any(f < 0 for f in split) or not math.isclose(sum(split), 1.0, abs_tol=1e-9):
+        raise ValueError(f"[data] split must be three fractions (train, validation, test) >= 0 summing to 1, got {split!r}")
+    if split[1] <= 0:
+        raise ValueError(f"[data] split needs a validation fraction > 0 (early stopping uses it), got {split!r}")
+    model = config["model"]
+    for key, low in (("members", 2), ("features", 2), ("rbf", 2), ("interactions", 1)):
+        if model[key] < low:
+            raise ValueError(f"[model] {key} must be an integer >= {low}, got {model[key]!r}")
+    if not model["cutoff"] > 0:
+        raise ValueError(f"[model] cutoff must be > 0 Angstrom, got {model['cutoff']!r}")
+    try:
+        TrainingConfig(**config["training"]).validate()
+    except ValueError as error:
+        raise ValueError(f"[training] {str(error).replace('TrainingConfig.', '')}") from None
+    bias = config["bias"]
+    if bias["form"] not in BIAS_FORMS:
+        raise ValueError(f"[bias] form must be one of {sorted(BIAS_FORMS)}, got {bias['form']!r}")
+    if bias["form"] == "udd" and not bias["width"] > 0:
+        raise ValueError(f"[bias] width must be > 0 eV for the udd form, got {bias['width']!r}")
+    if not (math.isfinite(bias["default_strength"]) and bias["default_strength"] >= 0):
+        raise ValueError(f"[bias] default_strength must be a finite number >= 0, got {bias['default_strength']!r}")
+    percentile = config["output"]["threshold_percentile"]
+    if not 0 < percentile <= 100:
+        raise ValueError(f"[output] threshold_percentile must be in (0, 100], got {percentile!r}")
 
 
 def run_training(config: Dict[str, Any]) -> Dict[str, Any]:

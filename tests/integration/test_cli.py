@@ -119,3 +119,26 @@ def test_export_tabulate_writes_the_fast_form_and_re_export_recovers_the_exact_m
     torch.testing.assert_close(exact(positions, numbers, None, zero)["forces"], reference["forces"], atol=0, rtol=0)
     torch.testing.assert_close(fast(positions, numbers, None, zero)["forces"], reference["forces"], atol=1e-9, rtol=0)
     assert not torch.equal(fast(positions, numbers, None, zero)["forces"], reference["forces"])
+
+
+def test_bad_input_is_one_line_on_the_console_not_a_traceback(tmp_path):
+    """The advmd command reports a user's error (missing file, bad value) in one line with exit status 2;
+    --verbose shows the traceback."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "advmd.cli", "md", "--config", str(tmp_path / "nope.toml")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("advmd md: config file") and "does not exist" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    verbose = subprocess.run(command[:3] + ["--verbose"] + command[3:], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+
+
+def test_loop_generations_from_the_command_line_are_checked_before_any_work(tmp_path):
+    config = tmp_path / "loop.toml"
+    config.write_text(f'[run]\ndirectory = "{tmp_path / "run"}"\n[system]\nname = "double-well"\n')
+    with pytest.raises(ValueError, match=r"\[run\] generations"):
+        main(["loop", "--config", str(config), "--generations", "-1"], out=io.StringIO())
+    assert not (tmp_path / "run").exists()

@@ -117,6 +117,18 @@ def test_bad_configs_name_the_problem(tmp_path):
         load_config(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+    # values checked before any training, each naming its field
+    for text, message in [
+        ('[bias]\nform = "udx"\n', r"\[bias\] form must be one of"),
+        ("[output]\nthreshold_percentile = 150\n", r"\[output\] threshold_percentile must be in \(0, 100\]"),
+        ('[training]\nepochs = "2"\n', r"\[training\] epochs must be an integer"),
+        ("[training]\nlearning_rate = -1.0\n", r"\[training\] learning_rate = -1.0 is out of range"),
+        ("[data]\nsplit = [0.9, 0.1]\n", r"\[data\] split must be three fractions"),
+        ("[model]\nmembers = 1\n", r"\[model\] members must be an integer >= 2"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_config(bad)
     good = tmp_path / "good.toml"
     good.write_text('[data]\ndatabase = "missing.db"\n')
     with pytest.raises(FileNotFoundError, match="database .*missing.db' does not exist"):

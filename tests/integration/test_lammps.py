@@ -268,8 +268,14 @@ def test_two_mpi_ranks_give_the_serial_trajectory(tmp_path):
 
 @pytest.fixture(scope="module")
 def plugin():
+    import os
+    import shutil
+
     from advmd.lammps.plugin import build_plugin
 
+    compiler = os.environ.get("CXX") or "g++"
+    if shutil.which(compiler) is None:  # only this: any other build failure fails the tests
+        pytest.skip(f"no C++ compiler {compiler!r} on PATH: the pair_style plugin cannot be built (fix external is tested)")
     return build_plugin()  # about a minute the first time, then cached
 
 

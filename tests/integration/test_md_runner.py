@@ -228,6 +228,9 @@ def test_bad_configs_fail_before_any_step(tmp_path, model):
         ("[extract]\nenabled = true\nlower = 0.5\nupper = 0.1\n", "\\[extract\\] needs 0 <= lower < upper"),
         ("[report]\nevery_step = true\n", '\\[report\\] every_step = true needs \\[model\\] backend = "python"'),
         ("[report]\nevery_step = 1\n", "\\[report\\] every_step must be true or false"),
+        ('[bias]\nstrength = "5"\n', "\\[bias\\] strength must be a number, got '5'"),
+        ('[bias]\nschedule = [["a", 1.0]]\n', "\\[bias\\] schedule entry \\[a, 1.0\\] needs a step >= 0"),
+        ('[watchdog]\nbond_tolerance = "x"\n', "\\[watchdog\\] bond_tolerance must be a number"),
         ("[report]\nevery_step = true\ninterval = 300000\n[model]\nbackend = 'python'\n", "keeps at most 200000"),
     ]
     for text, message in cases:
