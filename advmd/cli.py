@@ -314,6 +314,9 @@ def _md(args: argparse.Namespace, out: TextIO) -> int:
     if result.status == "unstable":
         _write(out, f"advmd md: run stopped as unstable at step {result.failure_step}: {'; '.join(result.reasons)} (see {where})")
         return 3
+    if result.seconds == 0.0 and result.resumed_from is None and result.status == "completed":
+        _write(out, f"advmd md: the run in {where} had already completed {result.steps} steps; nothing to do")
+        return 0
     resumed = f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""
     _write(out, f"advmd md: {result.status} {result.steps} steps{resumed}; {result.ns_per_day:.2f} ns/day; output in {where}")
     return 0
@@ -429,6 +432,10 @@ def _bench(args: argparse.Namespace, out: TextIO) -> int:
         raise SystemExit(
             f"advmd bench: --sizes takes 22 (alanine dipeptide) or multiples of 3 from 24 on (water boxes), got {bad or sizes}"
         )
+    counts = (("--repeats", args.repeats), ("--attack-seeds", args.attack_seeds), ("--attack-steps", args.attack_steps))
+    for flag, value in counts:
+        if value < 1:
+            raise SystemExit(f"advmd bench: {flag} must be >= 1, got {value}")
     rows = run_benchmarks(
         sizes=sizes,
         repeats=args.repeats,

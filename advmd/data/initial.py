@@ -183,7 +183,10 @@ def double_well_structures(n_candidates: int = 800, energy_cut: float = -2.0, se
     energy, _ = double_well_2d(xy)
     kept = xy[energy < energy_cut]
     if len(kept) == 0:
-        raise ValueError(f"no sample below E={energy_cut}; draw more candidates")
+        raise ValueError(
+            f"none of the {n_candidates} candidates lies below E={energy_cut} (about one in ten does): "
+            "draw more (--n, [system] initial)"
+        )
     return [Atoms("H", positions=[[x, y, 0.0]]) for x, y in kept]
 
 

@@ -60,4 +60,9 @@ def make_labeler(name: str, **options: Any) -> Labeler:
         factory = LABELERS[name]
     except KeyError:
         raise ValueError(f"unknown labeler {name!r}; choose one of {sorted(LABELERS)}") from None
-    return factory(**options)
+    try:
+        return factory(**options)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise ValueError(f"labeler {name!r}: {str(error).split('() ', 1)[-1]} (an --option or [labeler] options key)") from None

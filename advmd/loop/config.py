@@ -175,6 +175,11 @@ def validate_loop_config(config: Dict[str, Any]) -> None:
     executor = config["executor"]
     _positive_int("executor", "workers", executor["workers"])
     _positive_int("executor", "threads", executor["threads"])
+    if not isinstance(executor["scheduler"], str):
+        raise ValueError(
+            f'config: [executor] scheduler must be a Dask scheduler address such as "tcp://host:8786", '
+            f"got {executor['scheduler']!r}"
+        )
     if executor["scheduler"]:
         try:
             import distributed  # noqa: F401

@@ -225,12 +225,12 @@ def stability_test(
     >>> stability_test("nh3.pt", [7, 1, 1, 1], ground, criteria={"distance_ranges": [[1, 1, 0.80, 2.55]]})  # doctest: +SKIP
     """
     if int(n_runs) != n_runs or n_runs < 1:
-        raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
+        raise ValueError(f"n_runs (--runs) must be a positive integer, got {n_runs!r}")
     if not duration_ps > 0:
-        raise ValueError(f"duration_ps must be > 0, got {duration_ps!r}")
+        raise ValueError(f"duration_ps (--ps) must be > 0, got {duration_ps!r}")
     low, high = temperature_range_k
     if not 0 < low <= high:
-        raise ValueError(f"temperature_range_k must satisfy 0 < low <= high, got {temperature_range_k!r}")
+        raise ValueError(f"temperature_range_k (--tmin, --tmax) must satisfy 0 < low <= high, got {temperature_range_k!r}")
     if not os.path.isfile(model):
         raise FileNotFoundError(f"model {model!r} does not exist")
     if engine not in ("openmm", "batched"):

@@ -257,6 +257,8 @@ def test_process_executor_maps_in_order():
         ({"sources": [{"kind": "attack-cartesian", "steps": 0}]}, r"steps must be an integer >= 1"),
         ({"sources": [{"kind": "attack-cartesian", "speed": 2}]}, "unknown key 'speed'"),
         ({"executor": {"workers": 0}}, r"\[executor\] workers must be an integer >= 1"),
+        ({"executor": {"scheduler": 8786}}, r"\[executor\] scheduler must be a Dask scheduler address"),
+        ({"labeler": {"name": "xtb", "options": {"basiss": 1}}}, r"labeler 'xtb': got an unexpected keyword argument 'basiss'"),
         ({"training": {"fine_tune_learning_rate": 0}}, r"\[training\] fine_tune_learning_rate must be a number > 0"),
     ],
 )

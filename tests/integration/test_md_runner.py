@@ -255,6 +255,9 @@ def test_md_verb_and_its_example_config(tmp_path):
     out = io.StringIO()
     assert main(["md", "--config", str(tmp_path / "md.toml"), "--quiet"], out=out) == 0
     assert "completed 20 steps" in out.getvalue()
+    again = io.StringIO()
+    assert main(["md", "--config", str(tmp_path / "md.toml"), "--quiet"], out=again) == 0
+    assert "had already completed 20 steps; nothing to do" in again.getvalue() and "nan" not in again.getvalue()
 
 
 def extracted_steps(database):

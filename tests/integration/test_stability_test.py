@@ -62,7 +62,7 @@ def test_a_run_that_diverges_between_two_checks_counts_as_unstable(tmp_path):
 
 
 def test_ammonia_rule_as_criteria_and_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="n_runs must be a positive integer"):
+    with pytest.raises(ValueError, match="n_runs \\(--runs\\) must be a positive integer"):
         stability_test("x.pt", [7, 1, 1, 1], np.zeros((4, 3)), n_runs=0)
     with pytest.raises(FileNotFoundError, match="model 'missing.pt' does not exist"):
         stability_test("missing.pt", [7, 1, 1, 1], np.zeros((4, 3)), criteria={"distance_ranges": [[1, 1, 0.80, 2.55]]})
