@@ -747,7 +747,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
 
 
 #: Errors of the user's input (a missing file, a bad value): one line on the console, not a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError)
+USER_ERRORS = (ValueError, FileNotFoundError)
 
 
 def console(argv: Optional[List[str]] = None) -> int:

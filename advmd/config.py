@@ -76,7 +76,7 @@ def _check_type(section: str, key: str, default: Any, value: Any) -> None:
     elif isinstance(default, str):
         ok, kind = isinstance(value, str), "a string"
     elif isinstance(default, list):
-        ok, kind = isinstance(value, list), "a list"
+        ok, kind = isinstance(value, (list, tuple)), "a list"
     elif isinstance(default, dict):
         ok, kind = isinstance(value, dict), "a table"
     else:

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -42,6 +43,9 @@ STATUSES = ("pending", "done", "failed")
 
 class DatasetError(ValueError):
     """The database is unreadable, or a request does not fit its content."""
+
+
+_JSON_PREFIX = "json:"
 
 
 def split_key(seed: int, row_id: int) -> float:
@@ -66,12 +70,20 @@ def split_by_key(ids: Sequence[int], fractions: Tuple[float, ...], seed: int) ->
     keys = {int(i): split_key(seed, int(i)) for i in ids}
     for i in sorted(keys):
         parts[int(np.searchsorted(edges, keys[i], side="right"))].append(i)
+    # Too small a set for the key rule: the first part (training) gets at least two rows, taking those
+    # with the smallest keys from the others, then each part with a positive fraction gets one, taking the
+    # first part's row with the largest key while it keeps two.
+    while len(parts[0]) < 2 and any(len(p) > (1 if fractions[k] > 0 else 0) for k, p in enumerate(parts[1:], 1)):
+        donors = [i for k, p in enumerate(parts[1:], 1) if len(p) > (1 if fractions[k] > 0 else 0) for i in p]
+        moved = min(donors, key=lambda i: keys[i])
+        next(p for p in parts[1:] if moved in p).remove(moved)
+        parts[0].append(moved)
     for k in range(1, len(parts)):
         if fractions[k] > 0 and not parts[k] and len(parts[0]) > 2:
             moved = max(parts[0], key=lambda i: keys[i])
             parts[0].remove(moved)
             parts[k].append(moved)
-    return tuple(parts)
+    return tuple(sorted(p) for p in parts)
 
 
 @dataclass
@@ -336,6 +348,10 @@ class Dataset:
         training rows of a smaller dataset is never validated or tested on them. The parts
         hold the fractions up to binomial scatter.
         """
+        if len(fractions) != 3:
+            raise ValueError(
+                f"fractions must be three non-negative numbers (train, validation, test) summing to 1, got {fractions!r}"
+            )
         ids = sorted(self.labelled_ids(**selection))
         if not ids:
             raise DatasetError("the dataset has no labelled structures to split; label some first")
@@ -380,7 +396,8 @@ class Dataset:
         """Write labelled rows to extended XYZ: energy, forces and the whole provenance in each frame's info.
 
         Info keys: ``source``, ``generation``, ``labeler``, ``parent_id``, ``uncertainty``, ``dataset_id``
-        (the row's id here), and ``labeler_settings`` and ``selection`` as JSON strings.
+        (the row's id here), and ``labeler_settings`` and ``selection`` as percent-encoded JSON
+        (``json:`` and ``urllib.parse.quote`` of the JSON text).
         :meth:`import_extxyz` reads them back.
         """
         import json
@@ -399,7 +416,8 @@ class Dataset:
             data = row.get("data", {}) or {}
             for key in ("labeler_settings", "selection"):
                 if data.get(key):
-                    atoms.info[key] = json.dumps(data[key], sort_keys=True)
+                    # Percent-encoded: extxyz's own quoting does not survive quotes, backslashes or tabs in values.
+                    atoms.info[key] = _JSON_PREFIX + urllib.parse.quote(json.dumps(data[key], sort_keys=True), safe="")
             frames.append(atoms)
         write(str(path), frames, format="extxyz")
         return len(frames)
@@ -426,6 +444,8 @@ class Dataset:
             text = frame.info.get(key)
             if not text:
                 return {}
+            if isinstance(text, str) and text.startswith(_JSON_PREFIX):
+                text = urllib.parse.unquote(text[len(_JSON_PREFIX) :])
             try:
                 value = json.loads(text) if isinstance(text, str) else text
             except json.JSONDecodeError as error:

@@ -184,8 +184,10 @@ def _initial_velocities(system: Any, temperature_k: float, seed: int) -> np.ndar
 def _keeps_zero_momentum(system: Any, context: Any) -> bool:
     """Whether NVE keeps the start's zero net momentum without a ``CMMotionRemover`` (which is counted already).
 
-    True for more than one moving particle when the energy does not change under a rigid translation (a
-    translation-invariant potential: an advmd committee, a force field); an external field breaks it.
+    True for more than one moving particle when the net force vanishes at the start and after two rigid
+    translations (a translation-invariant potential: an advmd committee, a force field); an external field
+    breaks it. The net force, not the energy: a float32 model's energy moves by rounding under a translation
+    (1e-4 kJ/mol of 63 for the shipped committee), its net force stays 1e-8 of the total force magnitude.
     """
     import openmm
     from openmm import unit
@@ -193,17 +195,19 @@ def _keeps_zero_momentum(system: Any, context: Any) -> bool:
     masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
     if sum(1 for m in masses if m > 0) < 2 or any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()):
         return False
-    start = context.getState(positions=True, energy=True)
-    x = start.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    energies = [start.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)]
+    x = context.getState(positions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     try:
-        for shift in ([0.037, -0.021, 0.013], [-0.011, 0.029, -0.043]):  # nm
+        for shift in ([0.0, 0.0, 0.0], [0.037, -0.021, 0.013], [-0.011, 0.029, -0.043]):  # nm
             context.setPositions((x + np.array(shift)) * unit.nanometer)
-            energies.append(context.getState(energy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+            forces = context.getState(forces=True).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+            forces = np.asarray(forces)
+            if not np.all(np.isfinite(forces)):
+                return False
+            if np.linalg.norm(forces.sum(0)) > 1e-4 * np.linalg.norm(forces, axis=1).sum() + 1e-9:
+                return False
     finally:
         context.setPositions(x * unit.nanometer)
-    scale = max(1.0, abs(energies[0]))
-    return bool(np.all(np.isfinite(energies))) and max(abs(e - energies[0]) for e in energies) < 1e-6 * scale
+    return True
 
 
 @dataclass

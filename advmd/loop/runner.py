@@ -313,6 +313,9 @@ class LoopRunner:
         partition = training_energies(ids, energies, read_metadata(model_path).get("training_ids"))
         threads = int(self.config["executor"]["threads"])
         missing = [k for k in range(len(self.config["sources"])) if not (folder / f"candidates-{k}.npz").is_file()]
+        for leftover in folder.glob("walker-*.npz"):  # of sources whose candidates a crash left written
+            if int(leftover.stem.split("-")[1]) not in missing:
+                leftover.unlink()
         explore_specs, md_specs = [], []
         md_walkers: List[Tuple[int, int]] = []  # (source, walker) of each md_specs entry
         for k in missing:

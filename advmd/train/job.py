@@ -71,7 +71,7 @@ def validate_train_config(config: Dict[str, Any]) -> None:
     from advmd.train.trainer import TrainingConfig
 
     split = config["data"]["split"]
-    numbers = isinstance(split, list) and all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in split)
+    numbers = isinstance(split, (list, tuple)) and all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in split)
     if not numbers or len(split) != 3 or any(f < 0 for f in split) or not math.isclose(sum(split), 1.0, abs_tol=1e-9):
         raise ValueError(f"[data] split must be three fractions (train, validation, test) >= 0 summing to 1, got {split!r}")
     if split[1] <= 0:

@@ -129,6 +129,7 @@ def test_bad_configs_name_the_problem(tmp_path):
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
             load_config(bad)
+    assert load_config({"data": {"split": (0.8, 0.1, 0.1)}})["data"]["split"] == (0.8, 0.1, 0.1)  # a tuple is a list
     good = tmp_path / "good.toml"
     good.write_text('[data]\ndatabase = "missing.db"\n')
     with pytest.raises(FileNotFoundError, match="database .*missing.db' does not exist"):

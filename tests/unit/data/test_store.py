@@ -54,7 +54,8 @@ def test_extxyz_round_trip_keeps_provenance_and_file_order(tmp_path):
     structures = points(4)
     result = DoubleWell2D().label(structures)
     first = ds.add(structures[:2], Provenance("initial"), result.energies[:2], result.forces[:2], labeler="dw-a")
-    attack = Provenance("attack-cartesian", generation=2, parent_id=first[0], uncertainty=0.42, selection={"steps": 10})
+    awkward = {"steps": 10, "note": 'a "q" b', "path": "C:\\x", "tab": "a\tb", "eq": "x=1 y=2"}
+    attack = Provenance("attack-cartesian", generation=2, parent_id=first[0], uncertainty=0.42, selection=awkward)
     ds.add(structures[2:], attack, result.energies[2:], result.forces[2:], labeler="dw-b", labeler_settings={"eq": 15})
     ds.export_extxyz(tmp_path / "a.xyz", ids=[4, 1, 3, 2])  # any order: the import keeps the file's
     other = Dataset(tmp_path / "b.db")
@@ -100,6 +101,10 @@ def test_split_by_key_fills_every_part_of_a_tiny_set_and_checks_fractions():
     for seed in range(20):  # 4 rows, 10% validation: the key rule alone leaves it empty most of the time
         train, validation = split_by_key([1, 2, 3, 4], (0.9, 0.1), seed)
         assert len(validation) >= 1 and len(train) >= 2 and sorted(train + validation) == [1, 2, 3, 4]
+    for n in range(3, 7):  # and training keeps two rows where the keys put most rows in validation
+        for seed in range(300):
+            train, validation = split_by_key(list(range(1, n + 1)), (0.8, 0.2), seed)
+            assert len(train) >= 2 and len(validation) >= 1 and sorted(train + validation) == list(range(1, n + 1))
     with pytest.raises(ValueError, match="summing to 1"):
         split_by_key([1, 2], (0.5, 0.6), 0)
 

@@ -141,6 +141,21 @@ def test_nve_temperature_counts_the_momentum_a_translation_invariant_system_keep
     assert nve_drift(external, start, duration_ps=0.0005, report_every=1, platform="Reference").degrees_of_freedom == 6
 
 
+def test_a_float32_committee_is_recognised_as_keeping_zero_momentum():
+    """The shipped committee (float32): its energy moves by rounding under a translation, its net force does not."""
+    from advmd.diagnostics.conservative import _keeps_zero_momentum
+    from advmd.openmm import create_system
+    from advmd.systems import alanine_dipeptide, resource_path
+
+    topology, positions = alanine_dipeptide()
+    system = create_system(topology, str(resource_path("alanine-dipeptide-committee.pt")), remove_cm_motion=False)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    assert _keeps_zero_momentum(system, context)
+    after = context.getState(positions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    np.testing.assert_array_equal(after, np.asarray(positions.value_in_unit(unit.nanometer)))  # put back
+
+
 def test_nve_bad_settings_are_refused():
     with pytest.raises(ValueError, match="timestep_fs must be > 0"):
         nve_drift(_particles(1), np.zeros((1, 3)), timestep_fs=0.0)
