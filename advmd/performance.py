@@ -25,7 +25,7 @@ __all__ = ["tune_allocator"]
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 1 << 30
-_TRIM_THRESHOLD = 1 << 31
+_TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes a C int: 1 << 31 would wrap to a negative value
 _state = {"tuned": False}
 
 

@@ -46,10 +46,12 @@ def water_box(n_molecules: int, seed: int = 0, volume_per_molecule: float = 29.9
     """A periodic cubic box of rigid water molecules on a lattice with random orientations.
 
     Liquid-water density by default (29.9 cubic Angstrom per molecule). O-H 0.9572 A,
-    H-O-H 104.52 degrees (TIP3P geometry). Molecules sit on a simple cubic lattice,
-    so no two atoms of different molecules are closer than about 1.3 A for
-    ``n_molecules`` up to a few thousand. For benchmarks and tests of periodic
-    systems (not an equilibrated liquid).
+    H-O-H 104.52 degrees (TIP3P geometry). Molecules sit on a simple cubic lattice of
+    ``ceil(n ** (1/3))`` sites a side. For a perfect cube (8, 27, 216, 1000 molecules)
+    no two atoms of different molecules come closer than about 1.5 A; other counts
+    leave lattice sites empty at the same density, and pack closer (0.9-1.3 A measured
+    for 2 to 1001 molecules). For benchmarks and tests of periodic systems (not an
+    equilibrated liquid).
 
     Parameters
     ----------

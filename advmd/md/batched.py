@@ -14,6 +14,7 @@ time unit Angstrom * sqrt(amu / eV) internally; arguments are in fs, ps^-1 and K
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
@@ -139,13 +140,18 @@ def run_replicas(
             target = 0.5 * (3 * n - 3) * kt
             v = torch.where(kinetic > 0, v * torch.sqrt(target / kinetic.clamp_min(1e-300)), v)
     else:
-        v = torch.tensor(np.asarray(velocities, dtype=np.float64), dtype=dtype) * ase_units.fs  # A/fs -> A/time unit
+        # A/fs -> A per ASE time unit: one fs is ase_units.fs time units, so 1 A/fs = 1/ase_units.fs A/unit.
+        v = torch.tensor(np.asarray(velocities, dtype=np.float64), dtype=dtype) / ase_units.fs
         if v.shape != (s, n, 3):
             raise ValueError(f"velocities must have shape ({s}, {n}, 3), got {tuple(v.shape)}")
     c1 = math.exp(-gamma * dt)
     c2 = math.sqrt(max(0.0, 1.0 - c1 * c1))
     noise_scale = torch.sqrt(kt / m) * c2
 
+    # Degrees of freedom of the kinetic temperature: without friction (NVE) the momentum-free start stays so.
+    dof = 3 * n - 3 if (gamma == 0 and n > 1) else 3 * n
+    # Each replica its own checkers: some keep a history (the temperature window).
+    replica_checkers = [copy.deepcopy(list(checkers)) for _ in range(s)]
     active = torch.arange(s)
     stable = [True] * s
     failure_step = [-1] * s
@@ -177,9 +183,9 @@ def run_replicas(
                     time_ps=step * float(timestep_fs) / 1000.0,
                     positions=xa[row].numpy(),
                     potential_energy=float(energy_a[row]),
-                    temperature=2.0 * kinetic / (3 * n * ase_units.kB),
+                    temperature=2.0 * kinetic / (dof * ase_units.kB),
                 )
-                failed = check_all(checkers, frame)
+                failed = check_all(replica_checkers[replica], frame)
             if failed:
                 stable[replica], failure_step[replica], reasons[replica] = False, step, "; ".join(failed)
             else:
@@ -191,5 +197,5 @@ def run_replicas(
         failure_step=failure_step,
         reasons=reasons,
         positions=x.numpy(),
-        velocities=(v / ase_units.fs).numpy(),
+        velocities=(v * ase_units.fs).numpy(),  # A/fs
     )

@@ -47,15 +47,15 @@ def test_zero_friction_is_velocity_verlet_as_in_ase():
     )
     atoms = Atoms("OHC", positions=START, masses=MASSES)
     atoms.calc = TorchCalculator()
-    atoms.set_velocities(velocities * units.fs)  # A/fs -> ASE velocity units
+    atoms.set_velocities(velocities / units.fs)  # A/fs -> ASE velocity units (1 fs = units.fs time units)
     VelocityVerlet(atoms, timestep=0.5 * units.fs).run(200)
     np.testing.assert_allclose(result.positions[0], atoms.positions, atol=1e-10)
-    np.testing.assert_allclose(result.velocities[0], atoms.get_velocities() / units.fs, atol=1e-12)
+    np.testing.assert_allclose(result.velocities[0], atoms.get_velocities() * units.fs, atol=1e-12)
 
 
 def total_energy(positions, velocities):
     """Potential plus kinetic energy (eV) of replicas; velocities in Angstrom/fs."""
-    kinetic = 0.5 * (np.asarray(MASSES)[None, :, None] * (velocities * units.fs) ** 2).sum((1, 2))
+    kinetic = 0.5 * (np.asarray(MASSES)[None, :, None] * (velocities / units.fs) ** 2).sum((1, 2))
     return triatomic_energy(torch.tensor(positions)).numpy() + kinetic
 
 
@@ -82,8 +82,38 @@ def test_initial_velocities_have_the_temperature_and_no_net_momentum():
     m = np.asarray(MASSES)[None, :, None]
     momentum = (m * result.velocities).sum(1)
     np.testing.assert_allclose(momentum, 0.0, atol=1e-12)
-    kinetic = 0.5 * (m * (result.velocities * units.fs) ** 2).sum((1, 2))  # eV
+    kinetic = 0.5 * (m * (result.velocities / units.fs) ** 2).sum((1, 2))  # eV
     np.testing.assert_allclose(kinetic, 0.5 * (3 * 3 - 3) * units.kB * np.asarray(temperatures), rtol=1e-10)
+
+
+def test_velocities_are_angstrom_per_femtosecond_in_si_units():
+    """Independent of ASE's unit system: the kinetic temperature of the returned velocities, in SI, is the target
+    (a hydrogen at 300 K moves at about 0.025 A/fs, 2.5 km/s)."""
+    from advmd.units import AVOGADRO_PER_MOL, BOLTZMANN_EV_PER_K, ELEMENTARY_CHARGE_C
+
+    result = run_replicas(triatomic_energy, MASSES, START, [300.0] * 400, steps=0, seed=2)
+    mass_kg = np.asarray(MASSES)[None, :, None] * 1e-3 / AVOGADRO_PER_MOL
+    kinetic_joule = 0.5 * (mass_kg * (result.velocities * 1e5) ** 2).sum((1, 2))  # 1 A/fs = 1e5 m/s
+    temperature = 2.0 * kinetic_joule / ((3 * 3 - 3) * BOLTZMANN_EV_PER_K * ELEMENTARY_CHARGE_C)
+    np.testing.assert_allclose(temperature, 300.0, rtol=1e-6)  # ASE uses CODATA 2014 constants, advmd 2018
+
+
+def test_replicas_have_their_own_checkers():
+    """A temperature window per replica: a hot replica fails, a cold one beside it does not."""
+    from advmd.md.stability import TemperatureChecker
+
+    result = run_replicas(
+        triatomic_energy,
+        MASSES,
+        START,
+        [100.0, 5000.0],
+        steps=40,
+        friction_per_ps=0.0,
+        seed=3,
+        checkers=[TemperatureChecker(target=200.0, factor=3.0, window=2)],
+        check_interval=10,
+    )
+    assert result.stable == [True, False] and "temperature" in result.reasons[1]
 
 
 def test_langevin_samples_the_boltzmann_distribution_of_a_harmonic_well():
@@ -99,7 +129,7 @@ def test_langevin_samples_the_boltzmann_distribution_of_a_harmonic_well():
     )
     kt = units.kB * temperature
     x2 = np.mean(result.positions**2)
-    v2 = np.mean((result.velocities * units.fs) ** 2)
+    v2 = np.mean((result.velocities / units.fs) ** 2)
     # 6000 samples of a Gaussian: the variance estimate has a relative error of about sqrt(2/6000) = 1.8%
     assert x2 == pytest.approx(kt / k, rel=0.05)
     assert v2 == pytest.approx(kt / 4.0, rel=0.05)
