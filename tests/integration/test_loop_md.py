@@ -37,7 +37,7 @@ def test_md_walker_keeps_bonded_frames_and_is_reproducible():
     start = walker()["start"]
     reference = np.linalg.norm(start[bonds[:, 1]] - start[bonds[:, 0]], axis=1)
     for frame in result["frames"]:
-        assert np.abs(np.linalg.norm(frame[bonds[:, 1]] - frame[bonds[:, 0]], axis=1) - reference).max() < 0.5
+        assert np.abs(np.linalg.norm(frame[bonds[:, 1]] - frame[bonds[:, 0]], axis=1) - reference).max() < 0.15  # thermal
     np.testing.assert_array_equal(md_walker_job(walker())["frames"], result["frames"])  # seeded: same trajectory
 
 
@@ -63,7 +63,8 @@ def test_alanine_loop_with_md_sources(tmp_path):
     )
     result = run_loop(config, progress=False)
     first = result["generations"][0]
-    assert first["md"]["walkers"] == 3 and 0.0 <= first["md"]["stable_fraction"] <= 1.0
+    stable = np.concatenate([np.load(tmp_path / "run" / "gen-000" / f"candidates-{k}.npz")["walker_stable"] for k in (0, 1)])
+    assert first["md"]["walkers"] == 3 == len(stable) and first["md"]["stable_fraction"] == pytest.approx(stable.mean())
     assert first["labels"]["new"] == first["selection"]["counts"]["selected"]
     assert "grid" in first and first["grid"]["n_points"] >= 1 and first["coverage"] > 0
     # each walker was on disk as it finished; once its source's candidates are written, the walker files go

@@ -244,10 +244,16 @@ def test_ammonia_rule_and_other_criteria_are_expressible():
     squeezed = good.copy()
     squeezed[2] = squeezed[1] + [0.1, 0.5, 0.0]
     assert "outside [0.8, 2.55]" in rule.check(Frame(1, 0.0, squeezed, 0.0))
-    assert make_checker("energy_floor", minimum=-1.0).check(Frame(2, 0.0, good, -1.5)) is not None
-    assert UncertaintyChecker(0.5).check(Frame(3, 0.0, good, 0.0, max_force_deviation=0.7)) is not None
-    assert make_checker("finite").check(Frame(4, 0.0, good, math.nan)) is not None
-    assert Atoms  # the frames above are ammonia geometries (N, 3 H)
+    floor = make_checker("energy_floor", minimum=-1.0)
+    assert floor.check(Frame(2, 0.0, good, -0.5)) is None
+    assert "below the known global minimum -1.0 eV" in floor.check(Frame(2, 0.0, good, -1.5))
+    limit = UncertaintyChecker(0.5)
+    assert limit.check(Frame(3, 0.0, good, 0.0, max_force_deviation=0.3, max_deviation_atom=1)) is None
+    assert "exceeds the hard limit 0.5" in limit.check(Frame(3, 0.0, good, 0.0, max_force_deviation=0.7, max_deviation_atom=1))
+    finite = make_checker("finite")
+    assert finite.check(Frame(4, 0.0, good, -0.5)) is None
+    assert finite.check(Frame(4, 0.0, good, math.nan)) == "potential energy is nan"
+    assert len(Atoms("NH3", positions=good)) == 4  # the frames above are ammonia geometries (N, 3 H)
 
 
 def test_non_finite_frames_fail_every_criterion_and_never_crash_a_checker(alanine_pdb):
@@ -286,14 +292,18 @@ def test_energy_floor_compares_the_energy_without_the_uncertainty_bias(alanine_p
     from advmd.openmm import parameter_names
     from advmd.openmm.reporters import frame_from_state
 
-    system = create_system(alanine_pdb.topology, small_potential("udd", width=0.01), backend="torch", bias_strength=0.0)
+    potential = small_potential("udd", width=0.01)
+    system = create_system(alanine_pdb.topology, potential, backend="torch", bias_strength=0.0)
     simulation = simulation_for(alanine_pdb, system)
     simulation.context.setParameter(parameter_names()["bias_strength"], 50.0)  # kJ/mol
     state = simulation.context.getState(positions=True, energy=True, parameterDerivatives=True)
     frame = frame_from_state(simulation, state)
-    unbiased = read_uncertainty(simulation.context, state=state)
     assert frame.bias_energy < -0.01  # eV: the bias is on and negative
-    np.testing.assert_allclose(frame.bias_energy, unbiased.bias_energy * units.KJ_PER_MOL_TO_EV, rtol=1e-12)
+    # the committee potential's own bias energy at these positions and strength (eV), not the reporter's path
+    positions = torch.tensor(frame.positions, dtype=torch.float64)
+    numbers = torch.tensor([a.element.atomic_number for a in alanine_pdb.topology.atoms()])
+    direct = potential(positions, numbers, None, torch.tensor(50.0 * units.KJ_PER_MOL_TO_EV, dtype=torch.float64))
+    np.testing.assert_allclose(frame.bias_energy, float(direct["bias_energy"]), rtol=1e-9)
     floor = frame.potential_energy - 0.5 * frame.bias_energy  # between the biased and the unbiased energy
     assert EnergyFloorChecker(floor).check(frame) is None
     assert "below the known global minimum" in EnergyFloorChecker(floor - 1.5 * frame.bias_energy).check(frame)

@@ -159,7 +159,9 @@ def test_runs_with_any_integrator_and_changes_strength_mid_run(alanine_pdb, back
         simulation = app.Simulation(alanine_pdb.topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
         simulation.context.setPositions(alanine_pdb.positions)
         simulation.step(5)
+        at_one = read_uncertainty(simulation).bias_energy
         simulation.context.setParameter(parameter_names()["bias_strength"], 3.0)
+        assert read_uncertainty(simulation).bias_energy == pytest.approx(3.0 * at_one, rel=1e-9)  # UDD: linear in A
         simulation.step(5)
         state = simulation.context.getState(energy=True, positions=True)
         assert math.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))

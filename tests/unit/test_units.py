@@ -26,7 +26,8 @@ def test_length_and_force_conversions_match_openmm():
     assert ev_per_a.value_in_unit(unit.kilojoule_per_mole / unit.nanometer) == pytest.approx(
         units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rel=1e-9
     )
-    assert units.KJ_PER_MOL_TO_EV * units.EV_TO_KJ_PER_MOL == pytest.approx(1.0)
+    kj_per_mol = 1.0 * unit.kilojoule_per_mole / unit.AVOGADRO_CONSTANT_NA
+    assert kj_per_mol.value_in_unit(unit.elementary_charge * unit.volt) == pytest.approx(units.KJ_PER_MOL_TO_EV, rel=1e-9)
 
 
 def test_boltzmann_matches_ase():

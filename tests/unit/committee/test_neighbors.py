@@ -93,7 +93,11 @@ def test_large_box_pair_search_is_memory_bounded():
     side = (3000 / 0.1) ** (1.0 / 3.0)  # ~0.1 atoms per cubic Angstrom
     positions = torch.rand((3000, 3), generator=gen, dtype=torch.float64) * side
     cell = torch.eye(3, dtype=torch.float64) * side
-    i, j, shifts = neighbor_pairs(positions, 5.0, cell)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        i, j, shifts = neighbor_pairs(positions, 5.0, cell)
+    # No operation allocates an all-pairs tensor: N x N float64 alone is 72 MB (the N x N x 3 vectors 216 MB).
+    largest = max(event.cpu_memory_usage for event in profile.events())
+    assert largest < 50e6
     # Expected pair count: N * density * 4/3 pi r^3 (uniform random gas).
     expected = 3000 * 0.1 * 4.0 / 3.0 * np.pi * 5.0**3
     assert abs(len(i) - expected) / expected < 0.05

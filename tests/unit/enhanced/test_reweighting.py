@@ -16,7 +16,11 @@ from advmd.enhanced import (
 from advmd.enhanced.reweighting import GAS_CONSTANT_KJ_PER_MOL_K
 
 TEMPERATURE = 300.0
-KT = GAS_CONSTANT_KJ_PER_MOL_K * TEMPERATURE  # kJ/mol
+KT = 8.314462618e-3 * TEMPERATURE  # kJ/mol, CODATA 2018 gas constant (not the module's, so a wrong one fails)
+
+
+def test_the_gas_constant_is_codata_2018():
+    assert GAS_CONSTANT_KJ_PER_MOL_K == pytest.approx(8.314462618e-3, rel=1e-10)
 
 
 def potential(x):
@@ -109,6 +113,14 @@ def test_two_dimensional_surface_of_independent_cvs_is_the_sum_of_one_dimensiona
     one = free_energy_surface(cv[:, 0], None, TEMPERATURE, bins=12, ranges=[(-3, 3)], min_bin_ess=0)
     profile = -KT * np.log(surface.probability.sum(axis=1))
     np.testing.assert_allclose(profile - profile.min(), one.free_energy, atol=1e-9)
+    # F(x, y) = F1(x) + F2(y) for independent CVs, up to sampling noise (>= 540 samples a bin: 0.1 kT a bin)
+    ranges = [(-2, 2), (-math.pi, math.pi)]
+    both = free_energy_surface(cv, None, TEMPERATURE, bins=[8, 4], ranges=ranges, min_bin_ess=0).free_energy
+    f1 = free_energy_surface(cv[:, 0], None, TEMPERATURE, bins=8, ranges=ranges[:1], min_bin_ess=0).free_energy
+    f2 = free_energy_surface(cv[:, 1], None, TEMPERATURE, bins=4, ranges=ranges[1:], min_bin_ess=0).free_energy
+    total = f1[:, None] + f2[None, :]
+    np.testing.assert_allclose(both - both.min(), total - total.min(), atol=0.3 * KT)
+    assert np.ptp(both) > 1.2 * KT  # the Gaussian CV spans 1.5 kT over the range, 5x the tolerance
 
 
 @pytest.mark.parametrize(

@@ -159,7 +159,9 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_committee(interrupted, data, config, checkpoint=tmp_path / "ckpt.pt", on_epoch_end=crash_after_third)
     resumed = fresh_committee()
-    result = train_committee(resumed, data, config, checkpoint=tmp_path / "ckpt.pt")
+    epochs = []
+    result = train_committee(resumed, data, config, checkpoint=tmp_path / "ckpt.pt", on_epoch_end=epochs.append)
+    assert epochs == [3, 4, 5]  # it resumed after the checkpoint of epoch 2, not from the start
     assert result.epochs_run == 6 and len(result.history) == 6
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0)
@@ -182,10 +184,12 @@ def test_fine_tune_keeps_reference_energies_and_starts_from_previous_weights():
     committee = fresh_committee()
     train_committee(committee, data, TrainingConfig(epochs=2, batch_size=8, seed=1))
     shift = committee.atomic_energy_shift.clone()
+    weights = {name: p.detach().clone() for name, p in committee.named_parameters()}
     before = evaluate(committee, data)["mean_force_rmse"]
     train_committee(committee, data, TrainingConfig(epochs=3, batch_size=8, seed=2, fine_tune=True, learning_rate=1e-3))
     torch.testing.assert_close(committee.atomic_energy_shift, shift)
-    assert evaluate(committee, data)["mean_force_rmse"] <= before
+    assert any(not torch.equal(p, weights[name]) for name, p in committee.named_parameters())  # it trained
+    assert evaluate(committee, data)["mean_force_rmse"] < before
 
 
 def test_evaluate_and_calibrate_match_numpy():
