@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import math
 import os
 import threading
@@ -62,6 +63,8 @@ from advmd.committee.export import load_committee, model_dtype
 from advmd.committee.neighbors import check_cell
 from advmd.errors import TopologyMismatchError
 from advmd.performance import tune_allocator
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "use_simple_executor",
@@ -333,7 +336,8 @@ class CommitteeComputation:
     def start_recording(self) -> None:
         """Record every evaluation from now on (idempotent); :meth:`drain` hands the records over."""
         if self.history is None:
-            self.history = deque(maxlen=self.HISTORY_LIMIT)
+            # HISTORY_LIMIT steps between two drains, plus the step the first period starts at (step 0).
+            self.history = deque(maxlen=self.HISTORY_LIMIT + 1)
 
     def drain(self) -> List[Tuple[int, float, float, np.ndarray, float]]:
         """The records since the last drain, oldest first."""
@@ -407,7 +411,17 @@ class CommitteeComputation:
         self.calls += 1
         energy_value = float(packed[0])
         if self.history is not None:
-            self.history.append((int(state.getStepCount()), float(state.getTime()._value), energy_value, values, strength_value))
+            record = (int(state.getStepCount()), float(state.getTime()._value), energy_value, values, strength_value)
+            if self.history and self.history[-1][0] == record[0]:
+                self.history[-1] = record  # another call at the same step (a reporter's): one record a step
+            else:
+                if len(self.history) == self.history.maxlen:
+                    logger.warning(
+                        "%s: more than %d steps recorded without a drain; the oldest are dropped (report more often)",
+                        self.name,
+                        self.HISTORY_LIMIT,
+                    )
+                self.history.append(record)
         return energy_value, packed[6:].reshape(-1, 3).copy()
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -678,6 +692,13 @@ def add_committee_force(topology: Any, system: Any, model: Any, **options: Any) 
             raise ValueError(f"the System already has global parameters {sorted(clash)}; pass another parameter_prefix")
     force = create_committee_force(topology, model, **options)
     system.addForce(force)
+    # Which atoms the committee acts on, for the reporters (a FrameExtractor stores only those).
+    atoms = options.get("atoms")
+    registry = getattr(system, "_advmd_committee_atoms", None)
+    if registry is None:
+        registry = {}
+        system._advmd_committee_atoms = registry
+    registry[force.getName()] = None if atoms is None else [int(a) for a in atoms]
     return force
 
 

@@ -547,7 +547,8 @@ class FrameExtractor:
     structure has exploded; in between it is worth labelling. Extracted frames are at
     least ``min_spacing`` steps apart (decorrelation), stored as pending rows with
     provenance (source ``md``, generation, uncertainty, step), and appended to an
-    mdtraj trajectory (``.h5`` or ``.dcd``).
+    mdtraj HDF5 trajectory (``.h5``). Rows and trajectory frames hold the committee's atoms
+    only (its ``atoms`` subset in an ML/MM system).
 
     Parameters
     ----------
@@ -561,9 +562,17 @@ class FrameExtractor:
     generation : int
         Provenance generation.
     trajectory : path, optional
-        ``.h5`` or ``.dcd`` file the frames are appended to.
+        ``.h5`` file the frames are appended to (DCD is not offered: mdtraj opens it to read or
+        to write, never to append, so a restart could not continue it).
     run_id : str
         Recorded with each row, so a resumed run can drop the rows it will extract again.
+    atoms : sequence of int, optional
+        Topology indices of the atoms to store. Default: the committee's own (the ``atoms`` given
+        to :func:`~advmd.openmm.add_committee_force`), else every atom.
+    resume_time_ps : float, optional
+        A run resumed from a checkpoint at this time: frames of ``trajectory`` after it (written
+        after the checkpoint, before a crash) are dropped when the file is opened, so that the
+        resumed run does not store them twice.
     """
 
     METRICS = ("max_force_deviation", "sigma_force", "sigma_energy")
@@ -580,6 +589,8 @@ class FrameExtractor:
         trajectory: Optional[Union[str, os.PathLike]] = None,
         parameter_prefix: Optional[str] = None,
         run_id: str = "",
+        atoms: Optional[Sequence[int]] = None,
+        resume_time_ps: Optional[float] = None,
     ) -> None:
         if metric not in self.METRICS:
             raise ValueError(f"metric must be one of {self.METRICS}, got {metric!r}")
@@ -587,8 +598,11 @@ class FrameExtractor:
             raise ValueError(f"trust band needs 0 <= lower < upper, got lower={lower!r}, upper={upper!r}")
         if int(min_spacing) != min_spacing or min_spacing < 0:
             raise ValueError(f"min_spacing must be an integer >= 0 steps, got {min_spacing!r}")
-        if trajectory is not None and Path(trajectory).suffix not in (".h5", ".dcd"):
-            raise ValueError(f"trajectory must end in .h5 or .dcd, got {str(trajectory)!r}")
+        if trajectory is not None and Path(trajectory).suffix != ".h5":
+            raise ValueError(
+                f"trajectory must end in .h5 (mdtraj HDF5, appendable across restarts; mdtraj.load reads it), "
+                f"got {str(trajectory)!r}"
+            )
         self.dataset = dataset
         self.interval = _check_interval(reportInterval)
         self.lower, self.upper, self.metric = float(lower), float(upper), metric
@@ -600,6 +614,8 @@ class FrameExtractor:
         self.last_extracted = -(10**18)
         self.extracted: int = 0
         self._trajectory_file: Any = None
+        self.atoms = None if atoms is None else [int(a) for a in atoms]
+        self.resume_time_ps = None if resume_time_ps is None else float(resume_time_ps)
 
     def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
         steps = self.interval - simulation.currentStep % self.interval
@@ -614,13 +630,17 @@ class FrameExtractor:
             return
         self.last_extracted = frame.step
         self.extracted += 1
+        selected = self._atoms(simulation)
+        positions = frame.positions if selected is None else frame.positions[selected]
         if self.dataset is not None:
             from ase import Atoms
 
             from advmd.data import Provenance
 
-            numbers = [a.element.atomic_number for a in simulation.topology.atoms()]
-            atoms = Atoms(numbers=numbers, positions=frame.positions)
+            topology_atoms = list(simulation.topology.atoms())
+            chosen = topology_atoms if selected is None else [topology_atoms[k] for k in selected]
+            numbers = [a.element.atomic_number for a in chosen]
+            atoms = Atoms(numbers=numbers, positions=positions)
             if simulation.system.usesPeriodicBoundaryConditions():
                 from openmm import unit
 
@@ -641,25 +661,33 @@ class FrameExtractor:
             )
             self.dataset.add([atoms], provenance)
         if self.trajectory_path is not None:
-            self._append(simulation.topology, frame)
+            self._append(simulation.topology, frame.time_ps, positions, selected)
 
-    def _append(self, topology: Any, frame: Frame) -> None:
+    def _atoms(self, simulation: Any) -> Optional[List[int]]:
+        if self.atoms is not None:
+            return self.atoms
+        force = _committee(simulation, self.prefix)
+        registry = getattr(simulation.system, "_advmd_committee_atoms", {})
+        return None if force is None else registry.get(force.getName())
+
+    def _append(self, topology: Any, time_ps: float, positions: np.ndarray, selected: Optional[List[int]]) -> None:
         import mdtraj
 
-        xyz = frame.positions[None] * units.ANGSTROM_TO_NM
+        xyz = positions[None] * units.ANGSTROM_TO_NM
         if self._trajectory_file is None:
             self.trajectory_path.parent.mkdir(parents=True, exist_ok=True)
-            if self.trajectory_path.suffix == ".h5":
-                self._trajectory_file = mdtraj.formats.HDF5TrajectoryFile(str(self.trajectory_path), mode="a")
-                if self._trajectory_file.topology is None:
-                    self._trajectory_file.topology = mdtraj.Topology.from_openmm(topology)
-            else:
-                mode = "r+" if self.trajectory_path.exists() else "w"
-                self._trajectory_file = mdtraj.formats.DCDTrajectoryFile(str(self.trajectory_path), mode=mode)
-        if self.trajectory_path.suffix == ".h5":
-            self._trajectory_file.write(xyz, time=np.array([frame.time_ps]))
-        else:
-            self._trajectory_file.write(xyz * 10.0)  # DCD stores Angstrom
+            if self.resume_time_ps is not None and self.trajectory_path.exists():
+                kept = mdtraj.load(str(self.trajectory_path))
+                kept = kept[kept.time <= self.resume_time_ps + 1e-9]
+                if len(kept):
+                    kept.save_hdf5(str(self.trajectory_path), force_overwrite=True)
+                else:
+                    self.trajectory_path.unlink()
+            self._trajectory_file = mdtraj.formats.HDF5TrajectoryFile(str(self.trajectory_path), mode="a")
+            if self._trajectory_file.topology is None:
+                md_topology = mdtraj.Topology.from_openmm(topology)
+                self._trajectory_file.topology = md_topology if selected is None else md_topology.subset(selected)
+        self._trajectory_file.write(xyz, time=np.array([time_ps]))
         self._trajectory_file.flush()
 
     def close(self) -> None:

@@ -153,6 +153,10 @@ double PairAdvmd::strength()
 void PairAdvmd::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  if (eflag_atom || vflag_atom || cvflag_atom)
+    error->all(FLERR,
+               "pair_style advmd gives the total energy and virial only; per-atom energy or virial "
+               "(compute pe/atom, stress/atom) would read zero");
   const int nlocal = atom->nlocal;
   double **x = atom->x;
   double **f = atom->f;

@@ -377,6 +377,11 @@ def test_pair_style_errors_name_the_problem(plugin, tmp_path):
         lammps_pair(atoms, model_file, plugin, style="lj")
     with pytest.raises(Exception, match="could not load"):
         lammps_pair(atoms, tmp_path / "missing.pt", plugin)
+    lmp = lammps_pair(atoms, model_file, plugin)  # per-atom energy would read zero: refused, not silently wrong
+    lmp.command("compute peratom all pe/atom")
+    lmp.command("dump peratom all custom 1 /dev/null c_peratom")
+    with pytest.raises(Exception, match="total energy and virial only"):
+        lmp.command("run 0")
 
 
 @pytest.mark.slow

@@ -172,6 +172,24 @@ def test_every_step_log_equals_per_step_reports_without_extra_evaluations(alanin
         simulation.step(5)
 
 
+def test_every_step_log_keeps_one_record_a_step_when_other_reporters_call_the_force(alanine_pdb, tmp_path, monkeypatch):
+    """A StateDataReporter reading the energy every step adds force calls at steps already recorded: the log keeps
+    one record per step, and a record buffer of 8 suffices for a report interval of 8 (rows were lost)."""
+    import io
+
+    from advmd.openmm.forces import CommitteeComputation
+
+    monkeypatch.setattr(CommitteeComputation, "HISTORY_LIMIT", 8)
+    system = create_system(alanine_pdb.topology, small_potential("udd", width=1.0), backend="python", bias_strength=1.0)
+    simulation = simulation_for(alanine_pdb, system)
+    reporter = UncertaintyReporter(tmp_path / "u.csv", reportInterval=8, every_step=True)
+    simulation.reporters.append(app.StateDataReporter(io.StringIO(), 1, potentialEnergy=True))
+    simulation.reporters.append(reporter)
+    simulation.step(16)
+    reporter.close()
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "u.csv"))] == list(range(17))
+
+
 def test_restart_after_a_crash_reproduces_the_reporter_file(alanine_pdb, tmp_path):
     potential = small_potential("udd", width=1.0)
 
@@ -233,6 +251,42 @@ def test_frame_extractor_keeps_band_and_spacing(alanine_pdb, tmp_path):
     import mdtraj
 
     assert mdtraj.load(str(tmp_path / "frames.h5")).n_frames == len(rows)
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_frame_extractor_stores_the_committees_atoms_and_a_resume_does_not_duplicate_frames(alanine_pdb, tmp_path, backend):
+    """ML/MM: the committee acts on atoms 4..15; rows and trajectory frames hold those 12 atoms. A resumed run drops
+    the trajectory frames written after its checkpoint time before it appends."""
+    import mdtraj
+
+    atoms = list(range(4, 16))
+    potential = small_potential("none")
+    numbers = [a.element.atomic_number for a in alanine_pdb.topology.atoms()]
+    dataset = Dataset(tmp_path / "frames.db")
+    path = tmp_path / "frames.h5"
+    simulation = simulation_for(alanine_pdb, create_system(alanine_pdb.topology, potential, backend=backend, atoms=atoms))
+    extractor = FrameExtractor(dataset, 5, 0.0, 1e9, trajectory=path)
+    simulation.reporters.append(extractor)
+    simulation.step(20)
+    extractor.close()
+    rows = list(dataset.rows())
+    assert len(rows) == 4 and all(list(r.numbers) == [numbers[k] for k in atoms] for r in rows)
+    state = simulation.context.getState(positions=True)
+    np.testing.assert_allclose(rows[-1].positions, reference_angstrom_of(state)[atoms], atol=1e-6)
+    written = mdtraj.load(str(path))
+    assert written.n_atoms == 12 and written.n_frames == 4
+    # resume from a checkpoint at the second frame's time: frames 3 and 4 go, the new one follows frame 2
+    resumed = FrameExtractor(None, 5, 0.0, 1e9, trajectory=path, resume_time_ps=float(written.time[1]))
+    simulation.reporters[:] = [resumed]
+    simulation.step(5)
+    resumed.close()
+    again = mdtraj.load(str(path))
+    assert again.n_frames == 3 and np.all(np.diff(again.time) > 0)
+    np.testing.assert_allclose(again.xyz[:2], written.xyz[:2], atol=1e-6)
+
+
+def reference_angstrom_of(state):
+    return state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * units.NM_TO_ANGSTROM
 
 
 def test_ammonia_rule_and_other_criteria_are_expressible():
@@ -318,5 +372,6 @@ def test_bad_monitoring_configuration_fails_before_any_step(tmp_path):
         FrameExtractor(None, 10, 0.5, 0.2)
     with pytest.raises(ValueError, match="needs at least one checker"):
         StabilityWatchdog([], 10)
-    with pytest.raises(ValueError, match="trajectory must end in .h5 or .dcd"):
-        FrameExtractor(None, 10, 0.1, 0.2, trajectory=tmp_path / "x.xyz")
+    for name in ("x.xyz", "x.dcd"):  # DCD: mdtraj cannot append to one, so a restart could not continue it
+        with pytest.raises(ValueError, match="trajectory must end in .h5"):
+            FrameExtractor(None, 10, 0.1, 0.2, trajectory=tmp_path / name)
