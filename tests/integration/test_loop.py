@@ -103,6 +103,7 @@ def test_double_well_loop_lowers_the_error(tmp_path):
     assert [m["coverage"] for m in again] == [m["coverage"] for m in generations]
 
 
+@pytest.mark.slow  # a real kill -9 of a loop process, then two loops: ~40 s on 2 cores
 def test_resume_after_kill_gives_the_same_dataset(tmp_path):
     reference = tmp_path / "reference"
     run_loop(config_for(reference), progress=False)
