@@ -42,6 +42,8 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 import torch
 
+from advmd import units
+
 __all__ = ["BenchRow", "run_benchmarks", "format_rows", "SIZES"]
 
 SIZES = (22, 648, 3000)
@@ -68,12 +70,25 @@ class BenchRow:
         return "ok" if ok else "MISSED"
 
 
-def _paired(fns: Sequence[Callable[[], object]], repeats: int, budget_s: float = 0.1) -> Tuple[List[float], List[float]]:
+class _Ratios(list):
+    """Median ratio of each function to the first (a list), and :meth:`of` any two of them."""
+
+    def __init__(self, samples: List[List[float]]) -> None:
+        super().__init__(statistics.median(b / a for a, b in zip(samples[0], x)) for x in samples)
+        self.samples = samples
+
+    def of(self, numerator: int, denominator: int) -> float:
+        """Median over repeats of time[numerator] / time[denominator] (not a ratio of two medians)."""
+        return statistics.median(b / a for a, b in zip(self.samples[denominator], self.samples[numerator]))
+
+
+def _paired(fns: Sequence[Callable[[], object]], repeats: int, budget_s: float = 0.1) -> Tuple[List[float], "_Ratios"]:
     """Interleaved timing of several functions: (median time of each, median ratio of each to the first).
 
     Each repeat times every function in turn (enough calls to fill ``budget_s``), so slow
     drifts of the machine's speed (a shared host) affect the numerator and denominator of a
-    ratio alike; the ratio printed is the median of the per-repeat ratios.
+    ratio alike; the ratio printed is the median of the per-repeat ratios (``ratios.of(i, j)``
+    for two functions neither of which is the first).
     """
     inner = []
     for fn in fns:
@@ -90,8 +105,7 @@ def _paired(fns: Sequence[Callable[[], object]], repeats: int, budget_s: float =
                 fn()
             samples[k].append((time.perf_counter() - start) / inner[k])
     medians = [statistics.median(x) for x in samples]
-    ratios = [statistics.median(b / a for a, b in zip(samples[0], x)) for x in samples]
-    return medians, ratios
+    return medians, _Ratios(samples)
 
 
 def system(n_atoms: int) -> Tuple[object, object, Optional[np.ndarray], torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -181,12 +195,13 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
     rows.append(BenchRow(section, "ratio committee / one member", ratios[1], "x", limit))
     rows.append(BenchRow(section, "tabulated filters: one member", t["member_tab"] * 1e3, "ms"))
     rows.append(BenchRow(section, "tabulated filters: committee M=5", t["committee_tab"] * 1e3, "ms"))
-    rows.append(BenchRow(section, "tabulated: ratio committee / one member", ratios[3] / ratios[2], "x", limit))
-    rows.append(BenchRow(section, "tabulated / exact committee time", ratios[3] / ratios[1], "x"))
+    rows.append(BenchRow(section, "tabulated: ratio committee / one member", ratios.of(3, 2), "x", limit))
+    rows.append(BenchRow(section, "tabulated / exact committee time", ratios.of(3, 1), "x"))
 
     # The raw call: the very module TorchForce runs (OpenMM units in and out), frozen, called directly.
     boundary_cls = _TorchForceModule if box is None else _PeriodicTorchForceModule
-    boundary = boundary_cls(torch.jit.script(potential(committee)), numbers, None, numbers.shape[0], 0.1)
+    # Strength factor nm -> Angstrom (HAL's length unit), as create_system gives it; the raw calls pass strength 0.
+    boundary = boundary_cls(torch.jit.script(potential(committee)), numbers, None, numbers.shape[0], units.NM_TO_ANGSTROM)
     boundary = torch.jit.freeze(torch.jit.script(boundary.eval()))
     # Two position sets, alternated: the module returns its kept result for inputs equal to its last ones
     # (a report, then the next step, at the same positions), and an MD step always brings new positions.
@@ -226,7 +241,7 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
     hal_index = first + len(backends)
     t["step_hal"] = medians[hal_index]
     rows.append(BenchRow(section, f"OpenMM step ({chosen}), TorchForce, HAL sigma_F bias", t["step_hal"] * 1e3, "ms"))
-    rows.append(BenchRow(section, "ratio sigma_F-bias step / mean-only step", ratios[hal_index] / ratios[first], "x", "<= 2.0"))
+    rows.append(BenchRow(section, "ratio sigma_F-bias step / mean-only step", ratios.of(hal_index, first), "x", "<= 2.0"))
     for k, backend in enumerate(backends if others else ()):
         label = "TorchForce" if backend == "torch" else "PythonForce"
         rows.append(BenchRow(section, f"CPU platform: ratio {label} step / raw call", ratios[hal_index + 1 + k], "x"))
@@ -272,9 +287,9 @@ def measure_logging(repeats: int, platform: str, rows: List[BenchRow]) -> None:
     rows.append(BenchRow("22 atoms", "TorchForce step, sigma logged every step", medians[1] * 1e3, "ms"))
     rows.append(BenchRow("22 atoms", "ratio logged / plain step, TorchForce", ratios[1], "x", "<= 1.10"))
     rows.append(BenchRow("22 atoms", "PythonForce step, every_step log", medians[3] * 1e3, "ms"))
-    rows.append(BenchRow("22 atoms", "ratio logged / plain step, PythonForce", ratios[3] / ratios[2], "x", "<= 1.10"))
+    rows.append(BenchRow("22 atoms", "ratio logged / plain step, PythonForce", ratios.of(3, 2), "x", "<= 1.10"))
     rows.append(BenchRow("22 atoms", "PythonForce step, reporter at interval 1", medians[4] * 1e3, "ms"))
-    rows.append(BenchRow("22 atoms", "ratio reported / plain step, PythonForce", ratios[4] / ratios[2], "x", "<= 1.10"))
+    rows.append(BenchRow("22 atoms", "ratio reported / plain step, PythonForce", ratios.of(4, 2), "x", "<= 1.10"))
 
 
 def measure_ase(repeats: int, platform: str, rows: List[BenchRow]) -> None:

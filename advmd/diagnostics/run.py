@@ -310,7 +310,8 @@ def diagnose_conservative(
             raise ValueError("the NVE run needs the OpenMM topology of the structures; pass topology= or nve_ps=0")
         from advmd.openmm import create_system
 
-        system = create_system(topology, model, remove_cm_motion=False)
+        # The bias off, as for the Jacobian above (a file's default strength would add the bias to the NVE run only).
+        system = create_system(topology, model, remove_cm_motion=False, bias_strength=0.0)
         nve = nve_drift(
             system,
             structures[0].positions * ANGSTROM_TO_NM,

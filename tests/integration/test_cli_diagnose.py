@@ -90,3 +90,29 @@ def test_bad_models_are_named(labelled_db, tmp_path):
         run("diagnose", "adversarial", "--db", str(labelled_db), "--model", "gaff", "--out", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run("diagnose", "adversarial", "--db", str(labelled_db), "--model", "missing.pt", "--out", str(tmp_path))
+
+
+def test_conservative_nve_runs_the_committee_without_the_files_default_bias(labelled_db, tmp_path):
+    """The NVE run and the Jacobian see the same potential, the committee mean: a HAL default strength stored in
+    the file (advmd export --default-strength) is not switched on in the NVE run."""
+    import torch
+
+    from advmd import units
+    from advmd.committee import load_committee
+    from advmd.diagnostics.run import diagnose_conservative
+    from advmd.systems import alanine_dipeptide
+
+    model = tmp_path / "hal.pt"
+    run("export", MODEL, "--out", str(model), "--bias", "hal", "--default-strength", "0.5")
+    dataset = Dataset(labelled_db)
+    atoms = dataset.structures(dataset.labelled_ids()[:1])
+    topology, _ = alanine_dipeptide()
+    diagnose_conservative(model, atoms, tmp_path / "c", topology=topology, nve_ps=0.001, platform="Reference")
+    start = float(np.load(tmp_path / "c" / "conservative.npz")["potential_energy"][0])  # kJ/mol
+    potential, _ = load_committee(model)
+    z = torch.tensor(atoms[0].numbers)
+    out = potential(torch.tensor(atoms[0].positions, dtype=torch.float32), z, None, torch.tensor(0.5))
+    biased = float(out["energy"]) * units.EV_TO_KJ_PER_MOL
+    mean = float(out["mean_energy"]) * units.EV_TO_KJ_PER_MOL
+    assert abs(biased - mean) > 0.1  # the file's bias would be visible
+    assert start == pytest.approx(mean, abs=1e-3)

@@ -57,3 +57,12 @@ def test_bench_runs_and_prints_every_measurement(tmp_path):
     peaks = {r["name"]: r["value"] for r in rows if r["name"].endswith("peak RSS")}
     # A committee with a sigma_F bias holds more than one member's graph: the probes measure each configuration.
     assert peaks["committee M=5, sigma_F bias: peak RSS"] > peaks["one member: peak RSS"]
+
+
+def test_a_ratio_of_two_timed_functions_is_the_median_of_their_per_repeat_ratios():
+    """Neither function the first: median over repeats of t_i / t_j, not the ratio of the two medians."""
+    from advmd.bench import _Ratios
+
+    ratios = _Ratios([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0], [3.0, 2.0, 6.0]])
+    assert list(ratios) == [1.0, 2.0, 3.0]  # each to the first
+    assert ratios.of(2, 1) == 2.0  # median(3, 1, 2); the ratio of medians would be 1.5
