@@ -763,7 +763,7 @@ def console(argv: Optional[List[str]] = None) -> int:
         if "-v" in argv or "--verbose" in argv:
             raise
         verb = next((a for a in argv if not a.startswith("-")), "")
-        print(f"advmd {verb}: {error} (advmd --verbose {verb} ... shows the traceback)".replace("  ", " "), file=sys.stderr)
+        _write(sys.stderr, f"advmd {verb}: {error} (advmd --verbose {verb} ... shows the traceback)".replace("  ", " "))
         return 2
 
 
