@@ -8,7 +8,9 @@ committee, M=5, 64 features, 32 radial basis functions, 3 interactions, cutoff
 Ratios (the performance issue's list):
 
 1. OpenMM step / raw call of the same frozen module (TorchForce and PythonForce);
-2. committee / one member (energy and forces) at each size;
+2. committee / one member (energy and forces) at each size; also the committee through
+   ``torch.compile`` (:class:`~advmd.committee.compiled.CompiledCommitteePotential`, the PythonForce
+   ``compile=True`` path) against the TorchScript committee;
 3. step with sigma logged every step (UncertaintyReporter, interval 1) / plain step, TorchForce and
    PythonForce (plain reporter, and ``every_step=True``: the force's own evaluations, no extra call);
 4. sigma_F (HAL) bias step / mean-only step;
@@ -169,6 +171,7 @@ def _simulation(topology, positions, model, backend: str, strength_nm: float, pl
 
 def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]) -> Dict[str, float]:
     """Items 1, 2 and 4 at one size; returns the raw times (seconds)."""
+    from advmd.committee.compiled import CompiledCommitteePotential
     from advmd.openmm.forces import _PeriodicTorchForceModule, _TorchForceModule
 
     topology, positions, box, xyz, numbers, cell = system(n_atoms)
@@ -180,12 +183,15 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
     scripted_potential = torch.jit.freeze(torch.jit.script(potential(committee)))
     fast_member = torch.jit.freeze(torch.jit.script(member.tabulated()))
     fast_potential = torch.jit.freeze(torch.jit.script(potential(committee.tabulated())))
-    (t["member"], t["committee"], t["member_tab"], t["committee_tab"]), ratios = _paired(
+    # The committee through torch.compile (PythonForce compile=True); compiled during _paired's warm-up calls.
+    compiled_potential = CompiledCommitteePotential(potential(committee))
+    (t["member"], t["committee"], t["member_tab"], t["committee_tab"], t["committee_compiled"]), ratios = _paired(
         [
             lambda: member_energy_forces(scripted_member, xyz, numbers, cell),
             lambda: scripted_potential(xyz, numbers, cell, zero),
             lambda: member_energy_forces(fast_member, xyz, numbers, cell),
             lambda: fast_potential(xyz, numbers, cell, zero),
+            lambda: compiled_potential(xyz, numbers, cell, zero),
         ],
         repeats,
     )
@@ -197,6 +203,8 @@ def measure_size(n_atoms: int, repeats: int, platform: str, rows: List[BenchRow]
     rows.append(BenchRow(section, "tabulated filters: committee M=5", t["committee_tab"] * 1e3, "ms"))
     rows.append(BenchRow(section, "tabulated: ratio committee / one member", ratios.of(3, 2), "x", limit))
     rows.append(BenchRow(section, "tabulated / exact committee time", ratios.of(3, 1), "x"))
+    rows.append(BenchRow(section, "torch.compile: committee M=5 (exact filters)", t["committee_compiled"] * 1e3, "ms"))
+    rows.append(BenchRow(section, "torch.compile / TorchScript committee time", ratios.of(4, 1), "x"))
 
     # The raw call: the very module TorchForce runs (OpenMM units in and out), frozen, called directly.
     boundary_cls = _TorchForceModule if box is None else _PeriodicTorchForceModule

@@ -68,6 +68,7 @@ class CommitteePotential(nn.Module):
     bias_linear_in_strength: bool
     bias_nonnegative_strength: bool
     pass_atoms: int
+    first_order_in_passes: bool
 
     def __init__(self, committee: nn.Module, bias: Optional[nn.Module] = None, pass_atoms: int = 1024) -> None:
         super().__init__()
@@ -90,6 +91,9 @@ class CommitteePotential(nn.Module):
         builtin = self.bias.form in ("none", "udd", "hal")
         self.bias_linear_in_strength = builtin
         self.bias_nonnegative_strength = builtin
+        # Evaluations that need only first derivatives take the pass route at every size (set by
+        # :class:`~advmd.committee.compiled.CompiledCommitteePotential`, whose passes are compiled).
+        self.first_order_in_passes = False
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], strength: Tensor) -> Dict[str, Tensor]:
         """Evaluate for MD: outputs carry no autograd graph (see :meth:`evaluate`)."""
@@ -147,6 +151,8 @@ class CommitteePotential(nn.Module):
             bias_active = False
         if hasattr(self.committee, "member_energies"):
             if not create_graph and self.pass_atoms > 0 and n_atoms * m > self.pass_atoms:
+                return self._evaluate_in_passes(positions, atomic_numbers, cell, strength, bias_active)
+            if not create_graph and self.first_order_in_passes and not (bias_active and self.bias_uses_force_uncertainty):
                 return self._evaluate_in_passes(positions, atomic_numbers, cell, strength, bias_active)
 
         if not positions.requires_grad:
@@ -217,10 +223,31 @@ class CommitteePotential(nn.Module):
             "max_deviation_atom": max_atom,
         }
 
+    def _members_per_pass(self, n_atoms: int) -> int:
+        """Members evaluated together: ``max(1, pass_atoms // n_atoms)``, all of them for ``pass_atoms = 0``."""
+        if self.pass_atoms == 0:
+            return self.n_members
+        return max(1, self.pass_atoms // n_atoms)
+
     def _member_passes(self, n_atoms: int) -> List[int]:
-        """First member of each pass (members per pass: ``max(1, pass_atoms // n_atoms)``)."""
-        per_pass = max(1, self.pass_atoms // n_atoms)
-        return list(range(0, self.n_members, per_pass))
+        """First member of each pass (see :meth:`_members_per_pass`)."""
+        return list(range(0, self.n_members, self._members_per_pass(n_atoms)))
+
+    def _first_order_pass(
+        self,
+        member_positions: Tensor,
+        atomic_numbers: Tensor,
+        cell: Optional[Tensor],
+        first: int,
+        pairs: Optional[Tuple[Tensor, Tensor, Tensor]],
+    ) -> Tuple[Tensor, Tensor]:
+        """Energies (k,) and energy gradients (k, N, 3) of one pass's members, without a graph."""
+        energies = self._pass_energies(member_positions, atomic_numbers, cell, first, pairs)
+        gradient = torch.autograd.grad([energies.sum()], [member_positions])[0]
+        assert gradient is not None
+        # Detached: the energies' autograd graph would keep the pass's saved tensors alive
+        # (about 400 MB per member at 3000 atoms).
+        return energies.detach(), gradient
 
     def _pass_energies(
         self,
@@ -239,7 +266,8 @@ class CommitteePotential(nn.Module):
     def _evaluate_in_passes(
         self, positions: Tensor, atomic_numbers: Tensor, cell: Optional[Tensor], strength: Tensor, bias_active: bool
     ) -> Dict[str, Tensor]:
-        """The MD evaluation (no graph kept) for large systems, a few members per pass.
+        """The MD evaluation (no graph kept) for large systems, a few members per pass (and at every size for a
+        first-order evaluation when ``first_order_in_passes``: the compiled potential's route).
 
         Energies and forces: one forward and backward pass per group of members.
         The sigma_F^2 gradient (for a bias in sigma_F) is exact and decomposes over
@@ -251,7 +279,7 @@ class CommitteePotential(nn.Module):
         m = self.n_members
         n_atoms = positions.shape[0]
         starts = self._member_passes(n_atoms)
-        per_pass = max(1, self.pass_atoms // n_atoms)
+        per_pass = self._members_per_pass(n_atoms)
         base = positions.detach()
         # One pair search for every pass (and for the second passes of a sigma_F bias).
         pairs: Optional[Tuple[Tensor, Tensor, Tensor]] = None
@@ -262,12 +290,8 @@ class CommitteePotential(nn.Module):
         for first in starts:
             k = min(per_pass, m - first)
             member_positions = base.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
-            energies = self._pass_energies(member_positions, atomic_numbers, cell, first, pairs)
-            gradient = torch.autograd.grad([energies.sum()], [member_positions])[0]
-            assert gradient is not None
-            # Detached: the energies' autograd graph would keep the pass's saved tensors alive
-            # (about 400 MB per member at 3000 atoms).
-            energy_parts.append(energies.detach())
+            energies, gradient = self._first_order_pass(member_positions, atomic_numbers, cell, first, pairs)
+            energy_parts.append(energies)
             force_parts.append(gradient)
         member_energies = torch.cat(energy_parts).detach()
         member_forces = -torch.cat(force_parts).detach()

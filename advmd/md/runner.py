@@ -39,7 +39,7 @@ __all__ = ["MD_DEFAULTS", "load_md_config", "validate_md_config", "run_md", "Run
 
 MD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "system": {"pdb": ""},
-    "model": {"file": "", "backend": "torch"},
+    "model": {"file": "", "backend": "torch", "compile": False},
     "integrator": {"kind": "langevin_middle", "temperature": 300.0, "timestep": 0.5, "friction": 1.0, "seed": 0},
     "run": {"steps": 20000, "platform": "auto", "output": "md-run", "checkpoint_interval": 1000, "minimize": True},
     "bias": {"strength": 0.0, "schedule": []},
@@ -111,6 +111,14 @@ def validate_md_config(config: Dict[str, Any]) -> None:
             raise ValueError(f"[integrator] {key} must be a number > 0, got {integ[key]!r}")
     if config["model"]["backend"] not in BACKENDS:
         raise ValueError(f"[model] backend must be one of {BACKENDS}, got {config['model']['backend']!r}")
+    compile_ = config["model"]["compile"]
+    if not isinstance(compile_, bool):
+        raise ValueError(f"[model] compile must be true or false, got {compile_!r}")
+    if compile_ and config["model"]["backend"] != "python":
+        raise ValueError(
+            '[model] compile = true needs backend = "python" (TorchForce runs TorchScript, which torch.compile cannot '
+            f"produce); got backend {config['model']['backend']!r}"
+        )
     try:
         check_platform_name(config["run"]["platform"])
     except ValueError as error:
@@ -254,7 +262,13 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         topology, positions = alanine_dipeptide()
     model = config["model"]["file"] or str(resource_path("alanine-dipeptide-committee.pt"))
     strength_name = parameter_names()["bias_strength"]
-    system = create_system(topology, model, backend=config["model"]["backend"], bias_strength=_strength_at(config, 0))
+    system = create_system(
+        topology,
+        model,
+        backend=config["model"]["backend"],
+        bias_strength=_strength_at(config, 0),
+        compile=config["model"]["compile"],
+    )
     platform = _run_platform(config, system, state_record, checkpoint.exists(), checkpoint)
     simulation = app.Simulation(topology, system, _build_integrator(config), platform)
     reference = np.asarray(positions.value_in_unit(unit.nanometer)) * units.NM_TO_ANGSTROM

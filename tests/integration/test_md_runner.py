@@ -232,6 +232,8 @@ def test_bad_configs_fail_before_any_step(tmp_path, model):
         ('[bias]\nschedule = [["a", 1.0]]\n', "\\[bias\\] schedule entry \\[a, 1.0\\] needs a step >= 0"),
         ('[watchdog]\nbond_tolerance = "x"\n', "\\[watchdog\\] bond_tolerance must be a number"),
         ("[report]\nevery_step = true\ninterval = 300000\n[model]\nbackend = 'python'\n", "keeps at most 200000"),
+        ("[model]\ncompile = true\n", '\\[model\\] compile = true needs backend = "python"'),
+        ("[model]\ncompile = 1\nbackend = 'python'\n", "\\[model\\] compile must be"),
     ]
     for text, message in cases:
         (tmp_path / "bad.toml").write_text(text)

@@ -73,9 +73,8 @@ def test_force_equals_direct_model_call(alanine_pdb, alanine, platform, backend,
     assert u.bias_energy == pytest.approx(float(out["bias_energy"]) * units.EV_TO_KJ_PER_MOL, rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_periodic_box_force_equals_direct_model_call(backend):
-    positions, numbers = water_box(n_molecules=24, side=10.0)
+def water_topology(numbers):
+    """A water topology for ``numbers`` (O, H, H per molecule) in a triclinic 1 nm box; returns (topology, box)."""
     topology = app.Topology()
     chain = topology.addChain()
     for k in range(0, len(numbers), 3):
@@ -84,6 +83,13 @@ def test_periodic_box_force_equals_direct_model_call(backend):
             topology.addAtom(name, app.Element.getByAtomicNumber(z), residue)
     box = [openmm.Vec3(1.0, 0, 0), openmm.Vec3(0.2, 1.0, 0), openmm.Vec3(-0.15, 0.3, 1.0)] * unit.nanometer
     topology.setPeriodicBoxVectors(box)
+    return topology, box
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_periodic_box_force_equals_direct_model_call(backend):
+    positions, numbers = water_box(n_molecules=24, side=10.0)
+    topology, box = water_topology(numbers)
     potential = small_potential("udd", width=0.05)
     system = create_system(topology, potential, backend=backend, bias_strength=20.0)
     assert system.usesPeriodicBoundaryConditions()
@@ -443,3 +449,32 @@ def test_a_float64_committee_without_parameters_gets_float64_positions(tmp_path)
         exact = 1.05 * 2 * (x * units.NM_TO_ANGSTROM) ** 2 * units.EV_TO_KJ_PER_MOL  # mean of k over 2 ordered pairs
         assert energy == pytest.approx(exact, rel=1e-13)
     assert read_metadata(export_committee(potential, tmp_path / "springs.pt"))["dtype"] == "float64"
+
+
+@pytest.mark.slow
+def test_compiled_python_force_equals_direct_model_call_and_stays_compiled_when_copied():
+    """compile=True: a triclinic water box with a UDD bias gives the direct call's energy and forces; an XML copy
+    (what a Simulation's checkpointing or a second Context may make) is compiled too and equal."""
+    from advmd.openmm.forces import _COMPUTATIONS
+
+    positions, numbers = water_box(n_molecules=24, side=10.0)
+    topology, box = water_topology(numbers)
+    potential = small_potential("udd", width=0.05)
+    system = create_system(topology, potential, backend="python", bias_strength=20.0, compile=True)
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    energies = []
+    for s in (system, copy):
+        context = make_context(s, positions.numpy() * 0.1, "Reference")
+        out = check_against_direct(context, potential, numbers, 20.0 * units.KJ_PER_MOL_TO_EV, 1e-9, periodic=True)
+        energies.append(float(out["energy"]))
+        assert float(out["bias_energy"]) != 0.0
+    assert energies[0] == energies[1]
+    compiled = [c for c in _COMPUTATIONS if c.portable is not None and c.evaluations > 0]
+    assert len(compiled) == 2  # the original and the copy both evaluated through torch.compile
+
+
+def test_compile_needs_the_python_backend_and_a_schnet_committee(alanine_pdb):
+    with pytest.raises(ValueError, match="compile=True needs backend='python'"):
+        create_system(alanine_pdb.topology, small_potential(), backend="torch", compile=True)
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        create_system(alanine_pdb.topology, small_potential(), backend="python", compile="yes")
