@@ -60,7 +60,19 @@ class CommitteeCalculator(Calculator):
         self.potential = model.to(self.device)
         self.dtype = model_dtype(self.potential)
         self.species = [int(z) for z in self.potential.species]
-        self.bias_strength = float(bias_strength)
+        self._bias_strength = float(bias_strength)
+
+    @property
+    def bias_strength(self) -> float:
+        """Bias strength in the model's units; setting it discards the kept results (they were for the old one)."""
+        return self._bias_strength
+
+    @bias_strength.setter
+    def bias_strength(self, value: float) -> None:
+        value = float(value)
+        if value != self._bias_strength:
+            self.reset()
+        self._bias_strength = value
 
     def calculate(
         self, atoms: Optional[Any] = None, properties: Optional[List[str]] = None, system_changes: Any = all_changes

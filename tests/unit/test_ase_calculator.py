@@ -74,3 +74,18 @@ def test_a_float64_committee_without_parameters_keeps_float64_positions():
     atoms.calc = CommitteeCalculator(potential)
     assert atoms.calc.dtype == torch.float64
     assert atoms.get_potential_energy() == pytest.approx(1.05 * 2 * 1.234567891234**2, rel=1e-14)
+
+
+def test_changing_the_bias_strength_recomputes(alanine):
+    """ASE keeps results until the atoms change; a new strength must not return the old strength's energy."""
+    potential = small_potential("udd", width=1.0)
+    positions, numbers = alanine
+    atoms = Atoms(numbers=numbers.numpy(), positions=positions.numpy())
+    atoms.calc = CommitteeCalculator(potential, bias_strength=0.0)
+    unbiased = atoms.get_potential_energy()
+    atoms.calc.bias_strength = 0.5
+    biased = atoms.get_potential_energy()
+    fresh = CommitteeCalculator(potential, bias_strength=0.5)
+    assert biased == pytest.approx(fresh.get_potential_energy(atoms.copy()), rel=1e-12)
+    assert biased != unbiased
+    assert atoms.calc.results["bias_energy"] != 0.0
