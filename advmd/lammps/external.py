@@ -54,7 +54,9 @@ Examples
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -115,6 +117,13 @@ class CommitteeFix:
         Set the committee's virial (needed for pressure and NPT; costs about one more
         backward pass on periodic cells).
     device : str or torch.device
+
+    Notes
+    -----
+    The committee gives no per-atom energies or virials. ``fix external`` still declares
+    them, so the fix fills them with NaN: ``compute pe/atom`` and ``compute stress/atom``
+    then read NaN for the committee's share, not a silent zero. Global energy, virial and
+    pressure are exact.
     """
 
     def __init__(
@@ -129,6 +138,7 @@ class CommitteeFix:
         device: Union[str, torch.device] = "cpu",
     ) -> None:
         from advmd.committee import load_committee
+        from advmd.committee.export import model_dtype
 
         self.lmp = lmp
         if isinstance(model, (str, os.PathLike)):
@@ -136,8 +146,8 @@ class CommitteeFix:
         else:
             self.metadata = {}
         self.potential = model
-        parameter = next(iter(model.parameters()), None)
-        self.dtype = parameter.dtype if parameter is not None else torch.float64
+        # As at the OpenMM and ASE boundaries: a committee of buffer-only members computes in its buffers' dtype.
+        self.dtype = model_dtype(model)
         self.device = torch.device(device)
         self.fix_id = str(fix_id)
         self.strength_variable = strength_variable
@@ -166,6 +176,8 @@ class CommitteeFix:
         self.numbers = torch.tensor([self.numbers_by_type[t - 1] for t in atom_types], dtype=torch.long, device=self.device)
         self.last: Optional[Dict[str, float]] = None
         self.calls = 0
+        # NaN per-atom energy and virial buffers (see Notes), rebuilt when the number of local atoms changes.
+        self._peratom: Optional[tuple] = None
 
         self.error: Optional[BaseException] = None
         lmp.command(f"fix {self.fix_id} all external pf/callback 1 1")
@@ -272,6 +284,23 @@ class CommitteeFix:
         if self.error is not None:
             raise RuntimeError(f"the advmd committee fix failed during {command!r}: {self.error}") from self.error
 
+    def _mark_peratom_unknown(self, nlocal: int) -> None:
+        """Per-atom energy and virial of the local atoms: NaN (LAMMPS uses them only when a compute asks)."""
+        if nlocal == 0:
+            return
+        if self._peratom is None or self._peratom[0] != nlocal:
+            energy = (ctypes.c_double * nlocal)(*([math.nan] * nlocal))
+            rows = [(ctypes.c_double * 6)(*([math.nan] * 6)) for _ in range(nlocal)]
+            pointer = ctypes.POINTER(ctypes.c_double)
+            table = (pointer * nlocal)(*[ctypes.cast(row, pointer) for row in rows])
+            self._peratom = (nlocal, energy, rows, table)
+        _, energy, _, table = self._peratom
+        # The C library directly: the Python wrappers copy the arrays element by element at every call.
+        handle, fix_id = self.lmp.lmp, self.fix_id.encode()
+        self.lmp.lib.lammps_fix_external_set_energy_peratom(handle, fix_id, energy)
+        if self.virial:
+            self.lmp.lib.lammps_fix_external_set_virial_peratom(handle, fix_id, table)
+
     def _callback(self, caller: Any, timestep: int, nlocal: int, tags: Any, x: Any, f: Any) -> None:
         lmp = self.lmp
         positions = np.array(lmp.gather_atoms("x", 1, 3), dtype=np.float64).reshape(-1, 3)
@@ -282,6 +311,7 @@ class CommitteeFix:
             local = np.asarray(tags[:nlocal], dtype=np.int64) - 1
             f[:nlocal] = result["forces"][local]
         lmp.fix_external_set_energy_global(self.fix_id, result["energy"])
+        self._mark_peratom_unknown(nlocal)
         if "virial" in result:
             v = result["virial"]
             lmp.fix_external_set_virial_global(self.fix_id, [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 2]])

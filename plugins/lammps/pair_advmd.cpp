@@ -85,9 +85,24 @@ void PairAdvmd::settings(int narg, char **arg)
     error->all(FLERR, "pair_style advmd could not load {}: {}", model_path_, e.what());
   }
   module_.eval();
+  // The dtype the committee computes in (advmd.committee.export.model_dtype): its first floating parameter's,
+  // else its first floating buffer's (members that keep their weights in buffers), else float32.
+  dtype_ = torch::kFloat32;
+  bool found = false;
   for (const auto &parameter : module_.parameters()) {
-    dtype_ = parameter.scalar_type();
-    break;
+    if (parameter.is_floating_point()) {
+      dtype_ = parameter.scalar_type();
+      found = true;
+      break;
+    }
+  }
+  if (!found) {
+    for (const auto &buffer : module_.buffers()) {
+      if (buffer.is_floating_point()) {
+        dtype_ = buffer.scalar_type();
+        break;
+      }
+    }
   }
   try {
     cutoff_ = module_.attr("cutoff").toDouble();

