@@ -14,6 +14,7 @@ Units: Angstrom, eV, rad.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple, Union
@@ -23,6 +24,8 @@ import torch
 from torch import Tensor
 
 from advmd.attacks.dihedral import DihedralRotation
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AttackConfig",
@@ -239,26 +242,48 @@ def attack(
         _, initial = batch_statistics(committee, z, geometry(torch.zeros_like(delta)).requires_grad_(True), create_graph=False)
     optimizer = torch.optim.Adam([delta], lr=config.learning_rate)
     history: List[float] = []
+    # Seeds whose objective or gradient turned non-finite (two atoms made to coincide, an overflow): frozen where
+    # they were and reported with a NaN sigma_F^2, which selection drops. Adam is per element, so the other seeds
+    # go on exactly as without them.
+    failed = torch.zeros(s, dtype=torch.bool, device=base.device)
+    per_seed = (s,) + (1,) * (delta.dim() - 1)
+    tiny = torch.finfo(dtype).tiny
     for _ in range(int(config.steps)):
         optimizer.zero_grad(set_to_none=True)
         energy, sigma_f2 = batch_statistics(committee, z, geometry(delta))
         if config.kt is None:
             objective = sigma_f2  # Eq. 10
         else:
-            objective = -energy / config.kt - config.log_partition + torch.log(sigma_f2)  # log of Eq. 13
+            # log of Eq. 13; sigma_F^2 = 0 (a committee in full agreement) gives a zero gradient, not log(0)
+            objective = -energy / config.kt - config.log_partition + torch.log(sigma_f2.clamp(min=tiny))
         # The gradient with respect to delta alone: a plain backward() would also differentiate the
         # double-backward graph with respect to every committee weight (and leave .grad on them).
-        (delta.grad,) = torch.autograd.grad(-objective.sum(), [delta])
+        (gradient,) = torch.autograd.grad(-objective.sum(), [delta])
+        failed |= ~(torch.isfinite(objective.detach()) & torch.isfinite(gradient).reshape(s, -1).all(1))
+        frozen = failed.view(per_seed)
+        delta.grad = torch.where(frozen, torch.zeros_like(gradient), gradient)
+        kept = delta.detach().clone()
         optimizer.step()
+        with torch.no_grad():
+            delta.copy_(torch.where(frozen, kept, delta))  # Adam's momentum would still move a frozen seed
         if config.max_norm is not None and variables == "cartesian":
             with torch.no_grad():
                 norms = delta.reshape(s, -1).norm(dim=1).clamp(min=1e-12)
                 delta.mul_((config.max_norm / norms).clamp(max=1.0).view(s, 1, 1))
-        history.append(float(objective.detach().mean()))
+        alive = ~failed
+        history.append(float(objective.detach()[alive].mean()) if bool(alive.any()) else math.nan)
         # Release this step's graph (the part towards the committee weights was never traversed) before the next.
         del energy, sigma_f2, objective
     final = geometry(delta.detach())
     energy, sigma_f2 = batch_statistics(committee, z, final.clone().requires_grad_(True), create_graph=False)
+    if bool(failed.any()):
+        logger.warning(
+            "%d of %d attack seeds gave a non-finite objective or gradient (e.g. coinciding atoms); they were stopped "
+            "and are reported with sigma_f2 = NaN",
+            int(failed.sum()),
+            s,
+        )
+        sigma_f2 = sigma_f2.masked_fill(failed, math.nan)
     return AttackResult(
         positions=final.detach().cpu().numpy(),
         delta=delta.detach().cpu().numpy(),

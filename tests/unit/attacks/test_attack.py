@@ -156,3 +156,21 @@ def test_partition_function_comes_from_the_training_energies_and_only_shifts_the
     q_all, q_training = log_partition_function(energies, 0.05), log_partition_function(partition, 0.05)
     assert set(seen) == {q_all, q_training} and abs(q_all - q_training) > 1e-3
     np.testing.assert_allclose(np.subtract(seen[q_training], seen[q_all]), q_all - q_training, rtol=1e-5)
+
+
+def test_a_seed_that_turns_non_finite_is_frozen_and_dropped_not_fatal(trained, caplog):
+    """Two coinciding atoms give a 0/0 gradient. Above 1024 atoms in a batch (cell-list pair search) one NaN seed used to
+    crash the whole attack; now it is frozen and reported with sigma_F^2 = NaN, and every other seed ends exactly where
+    it ends without it."""
+    committee, positions, _ = trained
+    seeds = np.concatenate([positions] * 5)[:345].copy()  # 1035 atoms
+    seeds[0, 1] = seeds[0, 0]
+    config = AttackConfig(steps=3, learning_rate=0.01, init_std=0.0, seed=0)
+    with caplog.at_level("WARNING", logger="advmd.attacks.attack"):
+        result = attack(committee, NUMBERS, seeds, "cartesian", config)
+    assert np.isnan(result.sigma_f2[0]) and np.all(np.isfinite(result.sigma_f2[1:]))
+    assert "1 of 345 attack seeds" in caplog.text
+    assert np.all(np.isfinite(result.objective_history))
+    alone = attack(committee, NUMBERS, seeds[1:], "cartesian", config)
+    np.testing.assert_allclose(result.positions[1:], alone.positions, atol=1e-12)
+    np.testing.assert_allclose(result.sigma_f2[1:], alone.sigma_f2, rtol=1e-10)
