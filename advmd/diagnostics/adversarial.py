@@ -28,7 +28,8 @@ Energy offset. Two methods rarely share an energy zero (a force field and xTB di
 by thousands of eV). A constant offset carries no physics but enters ``A`` as a
 scalar factor, so by default the mean error over the structures is removed first
 (``align="mean"``, the least-squares constant); ``align="none"`` keeps raw energies,
-as for a model trained on the reference.
+as for a model trained on the reference. The zeros differ per atom, not by one constant,
+so ``align="mean"`` refuses structures of different compositions.
 """
 
 from __future__ import annotations
@@ -153,12 +154,29 @@ def _check_align(align: str) -> None:
         raise ValueError(f"align must be one of {ALIGN_CHOICES} ('mean' removes the mean energy difference), got {align!r}")
 
 
+def _check_one_composition(compositions: Sequence[Tuple[int, ...]]) -> None:
+    """``align="mean"`` removes one constant: right only when every structure has the same atoms.
+
+    Two methods' energy zeros differ per atom (per element), so across compositions one constant leaves an
+    error that grows with the atom count, and that error sets the sign of ``A``.
+    """
+    distinct = sorted(set(compositions))
+    if len(distinct) > 1:
+        shown = ", ".join(str(len(c)) + " atoms" for c in distinct[:3])
+        raise ValueError(
+            f"align='mean' removes one constant energy difference, valid for structures of one composition; these "
+            f"structures have {len(distinct)} compositions ({shown}{', ...' if len(distinct) > 3 else ''}). Diagnose "
+            "one composition at a time, or pass align='none' with energies on a common zero"
+        )
+
+
 def adversarial_directions(
     reference_energies: Sequence[float],
     reference_forces: Sequence[np.ndarray],
     approximate_energies: Sequence[float],
     approximate_forces: Sequence[np.ndarray],
     align: str = "mean",
+    numbers: Optional[Sequence[Sequence[int]]] = None,
 ) -> AdversarialResult:
     """Adversarial directions and their cosine with the approximate force, per structure.
 
@@ -167,7 +185,11 @@ def adversarial_directions(
     reference_energies, approximate_energies : sequence of float (S,), unit eV
     reference_forces, approximate_forces : sequence of ndarray (N_s, 3), unit eV/Angstrom
     align : {"mean", "none"}
-        Remove the mean energy difference before forming ``A`` (see the module notes).
+        Remove the mean energy difference before forming ``A`` (see the module notes);
+        ``"mean"`` refuses structures of different compositions.
+    numbers : sequence of sequences of int, optional
+        Atomic numbers of each structure, to check the compositions for ``align="mean"``
+        (without them, structures of different sizes are refused).
 
     Returns
     -------
@@ -195,6 +217,11 @@ def adversarial_directions(
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
             raise ValueError(f"{name}[{bad[0]}] is {values[bad[0]]}; drop failed labels before the diagnostic")
+    if align == "mean":
+        if numbers is not None:
+            _check_one_composition([tuple(sorted(int(z) for z in structure)) for structure in numbers])
+        else:
+            _check_one_composition([(0,) * len(np.asarray(f).reshape(-1, 3)) for f in reference_forces])
     offset = float(np.mean(e_acc - e_app)) if align == "mean" else 0.0
     errors = e_acc - e_app - offset
     directions, cosines, norms, force_errors = [], [], [], []
@@ -310,6 +337,8 @@ def relaxation_error_growth(
     structures = [atoms.copy() for atoms in structures]
     if not structures:
         raise ValueError("no structures given to relax")
+    if offset is None and align == "mean":
+        _check_one_composition([tuple(sorted(int(z) for z in atoms.numbers)) for atoms in structures])
     start = [atoms.positions.copy() for atoms in structures]
     n = len(structures)
     errors = np.full((n, steps + 1), np.nan)

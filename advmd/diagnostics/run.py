@@ -184,7 +184,9 @@ def diagnose_adversarial(
     reference_energies = np.array([float(row.energy) for row in rows])
     reference_forces = [np.array(row.forces) for row in rows]
     app_energies, app_forces = label_or_raise(approximate, structures, "approximate")
-    result = adversarial_directions(reference_energies, reference_forces, app_energies, app_forces, align=align)
+    result = adversarial_directions(
+        reference_energies, reference_forces, app_energies, app_forces, align=align, numbers=[a.numbers for a in structures]
+    )
 
     relaxation = None
     reference_name = None

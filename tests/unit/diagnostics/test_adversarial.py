@@ -115,6 +115,23 @@ def test_mean_alignment_removes_a_constant_energy_offset():
     assert np.all(raw.energy_error > 1000)
 
 
+def test_mean_alignment_refuses_structures_of_different_compositions():
+    """Energy zeros differ per atom: one constant across 3- and 4-atom structures would leave an error of 100 eV
+    per atom (the reviewer's case) and flip directions, so align='mean' refuses; align='none' still runs."""
+    small = [Atoms("HHH", positions=CENTER + 0.01 * k) for k in range(2)]
+    large = [Atoms("HHHH", positions=np.vstack([CENTER, [[2.0, 0.0, 0.0]]]) + 0.01 * k) for k in range(2)]
+    e_acc = [0.0, 0.0, 0.0, 0.0]
+    e_app = [-100.0 * len(a) for a in small + large]  # a per-atom zero shift
+    forces = [np.zeros((len(a), 3)) for a in small + large]
+    with pytest.raises(ValueError, match="align='mean' .* 2 compositions \\(3 atoms, 4 atoms\\)"):
+        adversarial_directions(e_acc, forces, e_app, forces)
+    with pytest.raises(ValueError, match="2 compositions"):  # same size, other elements
+        adversarial_directions([0.0, 0.0], forces[:2], [0.0, 1.0], forces[:2], numbers=[[1, 1, 1], [1, 1, 8]])
+    assert adversarial_directions(e_acc, forces, e_app, forces, align="none").energy_error.tolist() == [300, 300, 400, 400]
+    with pytest.raises(ValueError, match="2 compositions"):
+        relaxation_error_growth(small + large, Harmonic(1.0, CENTER), Harmonic(1.0, CENTER), steps=1)
+
+
 def test_relaxation_follows_closed_form_gradient_descent_and_converges_to_the_model_minimum_error():
     k_acc, k_app, rate = 2.0, 3.0, 0.05
     shift = np.array([0.2, -0.1, 0.05])
