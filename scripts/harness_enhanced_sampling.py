@@ -128,7 +128,9 @@ def metadynamics(topology, positions, ps, seed, frame_ps=0.2):
     for quad in (phi, psi):
         force = openmm.CustomTorsionForce("theta")
         force.addTorsion(*quad)
-        variables.append(app.BiasVariable(force, -math.pi, math.pi, 0.35, True, BINS))
+        # 2 * BINS + 1 grid points: the periodic grid runs from -pi to +pi inclusive (both ends the same angle),
+        # so its odd points are exactly the histogram's bin centres (see below).
+        variables.append(app.BiasVariable(force, -math.pi, math.pi, 0.35, True, 2 * BINS + 1))
     meta = app.Metadynamics(
         system, variables, TEMPERATURE * unit.kelvin, biasFactor=8.0, height=1.5 * unit.kilojoule_per_mole, frequency=100
     )
@@ -139,7 +141,8 @@ def metadynamics(topology, positions, ps, seed, frame_ps=0.2):
 
     run = sample(simulation, topology, ps, 2.0, frame_ps, step_hook=hook)
     free = np.asarray(meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)).T  # grid is [psi][phi] -> [phi][psi]
-    free = free[:BINS, :BINS] if free.shape[0] > BINS else free
+    free = free[1::2, 1::2]  # the grid's values at the centres of the BINS x BINS histogram bins
+    assert free.shape == (BINS, BINS), free.shape
     # metadynamics defines F everywhere (zero bias where no hill was laid); keep only bins the run reached
     edges = np.linspace(-math.pi, math.pi, BINS + 1)
     counts, _, _ = np.histogram2d(run["cv"][:, 0], run["cv"][:, 1], bins=[edges, edges])
