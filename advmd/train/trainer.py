@@ -237,19 +237,35 @@ def _losses(
     n_atoms = torch.as_tensor(np.diff(data.offsets)[idx], dtype=dtype)
     force_se = torch.zeros_like(energy_se).index_add_(1, structure_index, atom_se) / (3.0 * n_atoms)
     per_structure = config.energy_weight * energy_se + config.force_weight * force_se
-    total_weight = weights.sum(1).clamp(min=1e-12)
-    return (weights * per_structure).sum(1) / total_weight  # (M,)
+    # Divided by the batch size, not by the batch's summed bootstrap counts: over random batches this averages to
+    # member m's bootstrap loss (1/N) sum_s c_ms L_s (the counts sum to N). The counts' own sum would cancel them
+    # (with batches of one, a structure drawn three times would weigh as much as one drawn once).
+    return (weights * per_structure).sum(1) / len(idx)  # (M,)
 
 
-def _fingerprint(data: StructureSet, validation: StructureSet, config: TrainingConfig) -> str:
-    """Hash of what a resumed run must share with the run that wrote the checkpoint."""
+def _fingerprint(committee: torch.nn.Module, data: StructureSet, validation: StructureSet, config: TrainingConfig) -> str:
+    """Hash of what a resumed run must share with the run that wrote the checkpoint: data, settings and architecture
+    (a checkpoint's weights loaded into a committee of another cutoff would make a hybrid of the two)."""
     import hashlib
 
     digest = hashlib.sha256()
     for part in (data.numbers, data.positions, data.energies, data.forces, validation.energies, validation.positions):
         digest.update(np.ascontiguousarray(part).tobytes())
-    fields = ("batch_size", "learning_rate", "energy_weight", "force_weight", "bootstrap", "seed", "fine_tune")  # not epochs
+    fields = (
+        "batch_size",
+        "learning_rate",
+        "energy_weight",
+        "force_weight",
+        "bootstrap",
+        "seed",
+        "fine_tune",
+        "lr_factor",
+        "lr_patience",
+        "min_learning_rate",
+    )  # not epochs
     digest.update(repr([getattr(config, f) for f in fields]).encode())
+    hyper = committee.hyperparameters() if hasattr(committee, "hyperparameters") else {}
+    digest.update(repr((type(committee).__name__, sorted(hyper.items()))).encode())
     return digest.hexdigest()
 
 
@@ -337,7 +353,7 @@ def train_committee(
     history: List[Dict[str, Any]] = []
     seen, elapsed, first_epoch = 0, 0.0, 0
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
-    fingerprint = _fingerprint(data, validation, config)
+    fingerprint = _fingerprint(committee, data, validation, config)
     if checkpoint_path is not None and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, weights_only=False)
         if state["n_train"] != len(data) or state["n_members"] != m:
@@ -347,8 +363,9 @@ def train_committee(
             )
         if state.get("fingerprint") != fingerprint:
             raise ValueError(
-                f"checkpoint {str(checkpoint_path)!r} was written for other data or settings (structures, labels, "
-                "seed, batch size, learning rate, loss weights, bootstrap); delete it to start over"
+                f"checkpoint {str(checkpoint_path)!r} was written for other data, settings or model (structures, labels, "
+                "seed, batch size, learning rate and its schedule, loss weights, bootstrap, architecture); delete it to "
+                "start over"
             )
         committee.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

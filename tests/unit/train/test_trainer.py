@@ -172,11 +172,35 @@ def test_checkpoint_for_other_data_is_refused(tmp_path):
     train_committee(fresh_committee(), small_data(40), config, checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match="checkpoint .* was written for 32 training structures"):
         train_committee(fresh_committee(), small_data(20), config, checkpoint=tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="written for other data or settings"):  # same size, other structures
+    with pytest.raises(ValueError, match="written for other data, settings or model"):  # same size, other structures
         train_committee(fresh_committee(), small_data(40, seed=99), config, checkpoint=tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="written for other data or settings"):  # same data, other learning rate
+    with pytest.raises(ValueError, match="written for other data, settings or model"):  # same data, other learning rate
         changed = TrainingConfig(epochs=1, batch_size=8, seed=3, learning_rate=0.5)
         train_committee(fresh_committee(), small_data(40), changed, checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="written for other data, settings or model"):  # another schedule
+        changed = TrainingConfig(epochs=1, batch_size=8, seed=3, lr_patience=3)
+        train_committee(fresh_committee(), small_data(40), changed, checkpoint=tmp_path / "c.pt")
+    # Another cutoff: the checkpoint's weights in this committee would mix two architectures.
+    other = SchNetCommittee([1, 8], n_members=3, n_features=8, n_rbf=6, n_interactions=1, cutoff=2.5, seed=2)
+    with pytest.raises(ValueError, match="written for other data, settings or model"):
+        train_committee(other, small_data(40), config, checkpoint=tmp_path / "c.pt")
+
+
+def test_bootstrap_counts_weigh_each_structure_whatever_the_batch():
+    """A structure drawn c times weighs c times one drawn once, also in a batch of one (the batch's own summed
+    counts used to cancel them); a batch's loss averages to the member's bootstrap loss (1/N) sum_s c_s L_s."""
+    from advmd.train.trainer import _losses
+
+    data, committee, config = small_data(4), fresh_committee().double(), TrainingConfig()
+    ones = torch.ones((3, 4), dtype=torch.float64)
+    counts = torch.tensor([[3.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 2.0]], dtype=torch.float64)
+    plain = torch.stack([_losses(committee, data, np.array([s]), ones[:, [s]], config, False) for s in range(4)], 1)
+    for s in range(4):  # batches of one
+        torch.testing.assert_close(
+            _losses(committee, data, np.array([s]), counts[:, [s]], config, False), counts[:, s] * plain[:, s]
+        )
+    full = _losses(committee, data, np.arange(4), counts, config, False)
+    torch.testing.assert_close(full, (counts * plain).sum(1) / 4)
 
 
 def test_fine_tune_keeps_reference_energies_and_starts_from_previous_weights():
