@@ -230,6 +230,11 @@ class Dataset:
                 raise DatasetError(f"structure {k} has non-finite positions")
             if labelled and np.shape(forces[k]) != (len(atoms), 3):
                 raise DatasetError(f"structure {k}: forces have shape {np.shape(forces[k])}, expected ({len(atoms)}, 3)")
+            if labelled and not (np.isfinite(float(energies[k])) and np.all(np.isfinite(np.asarray(forces[k], float)))):
+                raise DatasetError(
+                    f"structure {k}: energy {float(energies[k])!r} or its forces are not finite; a label must be finite "
+                    "(add the structure unlabelled, or drop it)"
+                )
         ids = []
         with self.db:
             for k, atoms in enumerate(structures):
@@ -307,8 +312,11 @@ class Dataset:
                 row = self.db.get(id=int(row_id))
                 if row.get("label_status") != "pending":
                     continue
-                if k in failures:
-                    self.db.update(row.id, label_status="failed", labeler=labeler, data={"label_error": failures[k]})
+                error = failures.get(k)
+                if error is None and not (np.isfinite(float(energies[k])) and np.all(np.isfinite(np.asarray(forces[k], float)))):
+                    error = "the labeler returned non-finite energy or forces"
+                if error is not None:
+                    self.db.update(row.id, label_status="failed", labeler=labeler, data={"label_error": error})
                     counts["failed"] += 1
                     continue
                 atoms = row.toatoms()

@@ -184,7 +184,16 @@ def test_bad_input_and_corrupt_files(tmp_path):
         ds.add(points(1), Provenance("md"), energies=[0.0], forces=[np.zeros((2, 3))], labeler="x")
     with pytest.raises(DatasetError, match="got 2 energies and 1 force arrays for 1 structures"):
         ds.add(points(1), Provenance("md"), energies=[0.0, 1.0], forces=[np.zeros((1, 3))], labeler="x")
+    with pytest.raises(DatasetError, match="structure 1: energy nan or its forces are not finite"):
+        ds.add(points(2), Provenance("md"), energies=[0.0, np.nan], forces=[np.zeros((1, 3))] * 2, labeler="x")
+    with pytest.raises(DatasetError, match="structure 0: energy 0.0 or its forces are not finite"):
+        ds.add(points(1), Provenance("md"), energies=[0.0], forces=[np.full((1, 3), np.inf)], labeler="x")
     assert len(ds) == 0  # nothing written by the failed calls
+    ids = ds.add(points(2), Provenance("md"))
+    counts = ds.store_labels(ids, [0.5, np.nan], [np.zeros((1, 3))] * 2, {}, "x", {})
+    assert counts == {"done": 1, "failed": 1}
+    assert "non-finite" in next(ds.rows(label_status="failed")).data["label_error"]
+    ds = Dataset(tmp_path / "ok2.db")
     periodic = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]], cell=[5, 5, 5], pbc=True)
     ds.add([periodic], Provenance("md"), energies=[0.0], forces=[np.zeros((2, 3))], labeler="x")
     with pytest.raises(DatasetError, match="periodic: training on periodic structures is not supported yet"):
