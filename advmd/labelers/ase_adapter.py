@@ -25,7 +25,11 @@ class ASECalculatorLabeler(Labeler):
         Recorded with every label.
     elements : set of int, optional
         Atomic numbers the calculator supports (``None``: not checked).
+
+    Periodic structures reach the calculator with their cell: ASE calculators handle ``pbc`` themselves.
     """
+
+    periodic = True
 
     def __init__(
         self,
@@ -43,7 +47,9 @@ class ASECalculatorLabeler(Labeler):
         return dict(self._settings)
 
     def _make(self) -> Any:
-        if hasattr(self.calculator, "get_potential_energy") or hasattr(self.calculator, "calculate"):
+        # A calculator instance is used as it is; a class (EMT) or any other callable makes one.
+        instance = not isinstance(self.calculator, type)
+        if instance and (hasattr(self.calculator, "get_potential_energy") or hasattr(self.calculator, "calculate")):
             return self.calculator
         return self.calculator()
 

@@ -63,6 +63,9 @@ class Labeler(abc.ABC):
     name: str = "labeler"
     #: Atomic numbers this method supports (``None``: any).
     elements: Optional[Set[int]] = None
+    #: Whether the method computes periodic structures (``atoms.pbc``) with their cell. A method that computes
+    #: isolated molecules records periodic structures as failures rather than label them without their images.
+    periodic: bool = False
 
     def settings(self) -> Dict[str, Any]:
         """JSON-serialisable settings recorded with every label."""
@@ -107,6 +110,13 @@ class Labeler(abc.ABC):
         for k, atoms in enumerate(structures):
             if not np.all(np.isfinite(atoms.positions)):
                 failures[k] = "positions contain NaN or infinite values"
+                continue
+            if not self.periodic and bool(np.any(atoms.pbc)):
+                failures[k] = (
+                    f"structure is periodic (pbc={atoms.pbc.tolist()}) but labeler {self.name!r} computes isolated "
+                    "molecules; label it with a periodic method (xtb, or an ASE calculator) or store it without pbc"
+                )
+                logger.warning("labeler %s skipped structure %d: %s", self.name, k, failures[k])
                 continue
             try:
                 energy, force = self._label_one(atoms)

@@ -32,10 +32,13 @@ class TBLiteLabeler(Labeler):
         tblite's numerical accuracy parameter (lower is tighter).
     max_iterations : int
         SCC iterations before the structure is recorded as failed.
+
+    Periodic structures (``atoms.pbc``) are computed with their cell (tblite's lattice).
     """
 
     name = "gfn2-xtb"
     elements = set(range(1, 87))
+    periodic = True
 
     def __init__(
         self, method: str = "GFN2-xTB", charge: float = 0.0, uhf: int = 0, accuracy: float = 1.0, max_iterations: int = 250
@@ -69,7 +72,19 @@ class TBLiteLabeler(Labeler):
         from tblite.interface import Calculator
 
         positions_bohr = np.asarray(atoms.positions, dtype=np.float64) / units.BOHR_TO_ANGSTROM
-        calc = Calculator(self.method, np.asarray(atoms.numbers), positions_bohr, charge=self.charge, uhf=self.uhf)
+        lattice, periodic = None, None
+        if bool(np.any(atoms.pbc)):  # the cell's rows as lattice vectors, in Bohr
+            lattice = np.asarray(atoms.cell.array, dtype=np.float64) / units.BOHR_TO_ANGSTROM
+            periodic = np.asarray(atoms.pbc, dtype=bool)
+        calc = Calculator(
+            self.method,
+            np.asarray(atoms.numbers),
+            positions_bohr,
+            charge=self.charge,
+            uhf=self.uhf,
+            lattice=lattice,
+            periodic=periodic,
+        )
         calc.set("verbosity", 0)
         calc.set("accuracy", self.accuracy)
         calc.set("max-iter", self.max_iterations)

@@ -117,6 +117,27 @@ def test_pyscf_bp86_def2svp_ammonia_runs():
     assert np.abs(result.forces[0].sum(0)).max() < 1e-3  # translational invariance: net force ~ 0
 
 
+def test_periodic_structures_are_labelled_with_their_cell_or_refused():
+    """xTB computes a periodic water box with its lattice (not the isolated molecule) with consistent forces; a labeler
+    of isolated molecules records a periodic structure as failed instead of ignoring its images."""
+    from ase.calculators.emt import EMT
+
+    box = water()
+    box.cell, box.pbc = [3.2, 3.3, 3.4], True
+    xtb = make_labeler("xtb", accuracy=0.01)
+    periodic = finite_difference_check(xtb, box, [(0, 0), (1, 2)], h=1e-4, atol=5e-4)
+    isolated = xtb.label([water()])
+    assert abs(periodic.energies[0] - isolated.energies[0]) > 0.1  # the images interact (1.7 eV in a 3 A box)
+    refused = make_labeler("dft", xc="HF", basis="sto-3g").label([box, water()])
+    assert set(refused.failures) == {0} and "periodic" in refused.failures[0]
+    # An ASE calculator handles the cell itself; a calculator class is a factory, not an instance.
+    cu = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 1.8, 0.0]], cell=[3.6, 3.6, 3.6], pbc=True)
+    by_class = ASECalculatorLabeler(EMT).label([cu])
+    direct = cu.copy()
+    direct.calc = EMT()
+    assert not by_class.failures and by_class.energies[0] == pytest.approx(direct.get_potential_energy(), rel=1e-12)
+
+
 def test_failures_are_recorded_not_fatal():
     good, bad = water(), water()
     bad.positions[1, 0] = np.nan
