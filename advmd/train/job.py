@@ -126,6 +126,12 @@ def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
         )
     test_set = dataset.structure_set(test_ids) if test_ids else val_set
     species = sorted({int(z) for z in train_set.numbers})
+    unseen = sorted({int(z) for z in list(val_set.numbers) + list(test_set.numbers)} - set(species))
+    if unseen:  # found now, not after training when the test set is evaluated
+        raise ValueError(
+            f"[data] elements Z={unseen} appear only in validation or test rows: the committee cannot learn them (no "
+            "training structure, no reference energy); label more structures containing them, or change the split"
+        )
 
     fine_tune_from = model_cfg["fine_tune_from"]
     if fine_tune_from:

@@ -90,6 +90,28 @@ def test_one_particle_data_is_refused_by_the_schnet_trainer(tmp_path):
         main(["train", "--config", str(config)], out=io.StringIO())
 
 
+def test_an_element_only_in_validation_or_test_rows_is_refused_before_training(tmp_path):
+    """Found up front (the committee could not learn it), not by an index error after the whole training run."""
+    import numpy as np
+    from ase import Atoms
+
+    from advmd.data import Provenance
+
+    db = tmp_path / "x.db"
+    dataset = Dataset(db)
+    rng = np.random.default_rng(0)
+    water = [Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]] + rng.normal(0, 0.02, (3, 3))) for _ in range(12)]
+    zeros = [np.zeros((3, 3))] * len(water)
+    dataset.add(water, Provenance("initial"), energies=[0.0] * len(water), forces=zeros, labeler="x")
+    nh3 = Atoms("NH3", positions=[[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    (row,) = dataset.add([nh3], Provenance("initial"), energies=[0.0], forces=[np.zeros((4, 3))], labeler="x")
+    seed = next(k for k in range(100) if row not in dataset.split((0.8, 0.1, 0.1), seed=k)[0])  # the default split
+    config = tmp_path / "t.toml"
+    config.write_text(f'[data]\ndatabase = "x.db"\nsplit_seed = {seed}\n[training]\nepochs = 1\n')
+    with pytest.raises(ValueError, match="elements Z=\\[7\\] appear only in validation or test rows"):
+        main(["train", "--config", str(config)], out=io.StringIO())
+
+
 def test_example_config_is_the_defaults():
     text = run("example-config")
     config = load_config_from_text(text)
