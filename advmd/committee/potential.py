@@ -85,6 +85,8 @@ class CommitteePotential(nn.Module):
             raise ValueError(f"the bias was built for N_M={bias_members} members but the committee has {n_members}")
         self.n_members = n_members
         self.species: List[int] = [int(z) for z in getattr(committee, "species")]
+        # For the element check of every call (not persistent: rebuilt from species, absent from older files' state).
+        self.register_buffer("known_species", torch.tensor(self.species, dtype=torch.long), persistent=False)
         self.cutoff = float(getattr(committee, "cutoff"))
         self.bias_uses_energy_uncertainty = bool(self.bias.uses_energy_uncertainty)
         self.bias_uses_force_uncertainty = bool(self.bias.uses_force_uncertainty)
@@ -135,6 +137,10 @@ class CommitteePotential(nn.Module):
             raise ValueError("positions contain NaN or infinite values; the simulation has diverged or the input is corrupt")
         if not bool(torch.isfinite(strength)):
             raise ValueError("bias strength must be finite")
+        # Checked here for every route: a committee's own lookup may not catch it (a compiled SchNet read an unknown
+        # element's index -1 as the last species).
+        if not bool(torch.isin(atomic_numbers, self.known_species.to(atomic_numbers.device)).all()):
+            raise ValueError(f"atomic_numbers contain elements the committee was not trained on (species {self.species})")
         if self.bias_nonnegative_strength and bool(strength < 0):
             raise ValueError("bias strength must be >= 0 for the built-in bias forms")
         if cell is not None:

@@ -41,6 +41,10 @@ def test_compiled_first_order_path_equals_the_potential(alanine):
         x = positions + scale * torch.sin(torch.arange(positions.numel(), dtype=torch.float64)).view_as(positions)
         assert_same(compiled(x, numbers, None, strength), potential(x, numbers, None, strength))
     assert counters["stats"]["unique_graphs"] > graphs  # the members really went through torch.compile
+    lithium = numbers.clone()
+    lithium[5] = 3  # an unknown element: the compiled lookup would read its index -1 as the last species
+    with pytest.raises(ValueError, match="elements the committee was not trained on"):
+        compiled(positions, lithium, None, strength)
 
 
 @pytest.mark.slow

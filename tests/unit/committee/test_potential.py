@@ -304,6 +304,11 @@ def test_bad_inputs_raise_named_errors(alanine):
         potential(positions, numbers, None, torch.tensor(-1.0, dtype=torch.float64))
     with pytest.raises(ValueError, match="strength must be finite"):
         potential(positions, numbers, None, torch.tensor(float("inf"), dtype=torch.float64))
+    lithium = numbers.clone()
+    lithium[5] = 3  # Z=3 lies inside the lookup table's range, where SchNet's index is -1
+    for model in (potential, torch.jit.script(potential)):
+        with pytest.raises((ValueError, torch.jit.Error), match="elements the committee was not trained on"):
+            model(positions, lithium, None, torch.tensor(0.1, dtype=torch.float64))
     with pytest.raises(ValueError, match="unknown bias form 'metad'.*'hal', 'none', 'udd'"):
         make_bias("metad", 4)
     with pytest.raises(ValueError, match="width B must be a finite energy > 0"):
