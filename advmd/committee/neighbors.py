@@ -173,6 +173,20 @@ def _axis_offsets(n_bins: int, periodic: bool) -> List[int]:
     return [-1, 0, 1]
 
 
+def _cap_bins(n_bins: Tensor, n_atoms: int) -> Tensor:
+    """At most ``max(8 N, 4096)`` bins in all: one atom far from the others (a molecule leaving a cluster, a drifting
+    attack seed) would otherwise make the bin count grow with the cube of the span, not with N (1.4e7 bins for one
+    atom 1200 A away). Fewer, wider bins keep the search exact: a bin stays at least a cutoff wide."""
+    limit = float(max(8 * n_atoms, 4096))
+    for _ in range(3):  # an axis floored to one bin leaves the others to shrink further
+        total = float(n_bins.prod())
+        if total <= limit:
+            break
+        axes = int((n_bins > 1).sum())
+        n_bins = torch.floor(n_bins / (total / limit) ** (1.0 / axes)).clamp(min=1.0)
+    return n_bins
+
+
 def _cell_list_pairs(
     positions: Tensor, cutoff: float, cell: Optional[Tensor], structure_index: Optional[Tensor], half: bool
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -196,7 +210,7 @@ def _cell_list_pairs(
                     volume / torch.linalg.cross(a, b).norm(),
                 ]
             )
-            n_bins = torch.floor(widths / bin_width).clamp(min=1.0)
+            n_bins = _cap_bins(torch.floor(widths / bin_width).clamp(min=1.0), n)
             scaled = coords * n_bins
         else:
             binned = pos
@@ -207,7 +221,7 @@ def _cell_list_pairs(
                 binned[:, 0] = binned[:, 0] + structure_index.to(pos.dtype) * (extent_x + 2.0 * cutoff)
             low = binned.min(0).values
             extent = binned.max(0).values - low
-            n_bins = torch.floor(extent / bin_width).clamp(min=1.0)
+            n_bins = _cap_bins(torch.floor(extent / bin_width).clamp(min=1.0), n)
             scaled = (binned - low) / (extent / n_bins).clamp(min=1e-12)
         n_int = n_bins.long()
         bins = torch.minimum(torch.floor(scaled).long().clamp(min=0), n_int - 1)

@@ -105,6 +105,19 @@ def test_large_box_pair_search_is_memory_bounded():
     assert float(d.max()) < 5.0
 
 
+@pytest.mark.parametrize("far", [[1.0e4, 1.0e4, 1.0e4], [1.0e6, 3.0, 3.0]], ids=["corner", "one-axis"])
+def test_one_far_atom_does_not_blow_up_the_cell_list(rng, far):
+    """A molecule leaving a cluster: bins cover the bounding box, so one atom 10^4 A away meant 8e9 bins (64 GB of
+    counts). Capped, with the same pairs as the all-pairs search."""
+    positions = torch.tensor(np.vstack([rng.uniform(0.0, 30.0, size=(1100, 3)), [far]]))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        fast = neighbor_pairs(positions, 5.0, None, method="cells")
+    assert max(event.cpu_memory_usage for event in profile.events()) < 50e6
+    reference = neighbor_pairs(positions, 5.0, None, method="all")
+    for a, b in zip(reference, fast):
+        assert torch.equal(a, b)
+
+
 def test_check_cell_errors():
     with pytest.raises(ValueError, match="exceeds half the smallest box width"):
         check_cell(torch.eye(3) * 8.0, 5.0)
