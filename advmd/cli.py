@@ -186,6 +186,8 @@ def _label(args: argparse.Namespace, out: TextIO) -> int:
 
     dataset = Dataset(args.db, create=False)
     labeler = make_labeler(args.labeler, **_parse_options(args.option))
+    if args.retry_failed:
+        _write(out, f"{dataset.reset_failed()} failed structures marked pending again")
     start = time.perf_counter()
     counts = dataset.label_pending(labeler, batch_size=args.batch_size, progress=not args.quiet)
     seconds = time.perf_counter() - start
@@ -607,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--option", action="append", help="labeler option key=value (e.g. basis=def2-SVP); repeatable")
     label.add_argument("--batch-size", type=int, default=16, help="structures per transaction")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
+    label.add_argument("--retry-failed", action="store_true", help="label the structures that failed before again too")
 
     train = verbs.add_parser("train", help="train, evaluate, calibrate and export a committee")
     train.add_argument("--config", required=True, help="TOML config (see 'advmd example-config')")

@@ -50,15 +50,28 @@ class Executor(abc.ABC):
         self.close()
 
 
+def _in_process(fn: Callable[[Any], Any], item: Any) -> Any:
+    """Run a job in this process, then restore torch's thread count: a job sets its own (``[executor] threads``),
+    and the main process's training must not inherit it (results would depend on the executor and on the step a
+    run resumed at)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return fn(item)
+    finally:
+        torch.set_num_threads(threads)
+
+
 class SerialExecutor(Executor):
     name = "serial"
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> List[Any]:
-        return [fn(item) for item in items]
+        return [_in_process(fn, item) for item in items]
 
     def as_completed(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Tuple[int, Any]]:
         for index, item in enumerate(items):
-            yield index, fn(item)
+            yield index, _in_process(fn, item)
 
 
 def _initialise_worker(threads: int) -> None:

@@ -118,7 +118,9 @@ class LoopRunner:
         record = {k: v for k, v in self.config.items() if k != "executor"}
         record["run"] = {k: v for k, v in record["run"].items() if k not in ("directory", "generations")}
         text = json.dumps(record, indent=1, sort_keys=True)
-        if path.is_file():
+        # A directory whose set-up stored nothing yet (it failed first) takes a corrected configuration.
+        started = (self.directory / "data.db").is_file() and len(self.dataset) > 0
+        if path.is_file() and started:
             if json.loads(path.read_text()) != json.loads(text):
                 raise ValueError(
                     f"the run directory {str(self.directory)!r} was started with another configuration (see its config.json); "
@@ -203,7 +205,7 @@ class LoopRunner:
         )
         from advmd.data.store import split_by_key
         from advmd.loop.config import SYSTEM_DEFAULTS
-        from advmd.train import TrainingConfig, calibrate_threshold, predict, train_committee
+        from advmd.train import TrainingConfig, align_reference_energies, calibrate_threshold, predict, train_committee
 
         folder = self._gen_dir(g)
         out = folder / "committee.pt"
@@ -213,6 +215,12 @@ class LoopRunner:
         seed = int(self.config["run"]["seed"]) * 1000 + g
         dataset = self.dataset
         rows = [(r.id, r.energy) for r in dataset.rows(label_status="done")]
+        if not rows:
+            raise ValueError(
+                f"generation {g}: no labelled structures to train on ({dataset.count(label_status='failed')} labels "
+                f"failed; their errors are in {dataset.path}). Fix the labeler settings, relabel the failed rows with "
+                f"'advmd label --db {dataset.path} --labeler ... --retry-failed', and run the loop again"
+            )
         cap = float(training["energy_cap"])
         lowest = min(e for _, e in rows)
         ids = [i for i, e in rows if cap <= 0 or e <= lowest + cap]  # labelled extremes stay in the database, untrained
@@ -223,7 +231,8 @@ class LoopRunner:
         train_ids, validation_ids = split_by_key(ids, (1.0 - fraction, fraction), int(self.config["run"]["seed"]))
         if len(train_ids) < 2 or not validation_ids:
             raise ValueError(
-                f"generation {g}: {len(ids)} labelled structures are too few to train and validate on; raise [system] initial"
+                f"generation {g}: {len(ids)} labelled structures are too few to train and validate on; raise [system] "
+                "initial, in a new [run] directory (this one holds the structures of the current settings)"
             )
         species = sorted({int(z) for z in data.numbers})
         fine_tune = (bool(training["fine_tune"]) and g > 0) or (g == 0 and bool(model["start_from"]))
@@ -233,6 +242,9 @@ class LoopRunner:
             missing = sorted(set(species) - set(committee.species))
             if missing:
                 raise ValueError(f"[model] start_from {str(previous)!r} lacks species Z={missing} present in the data")
+            if g == 0:  # start_from may come from another reference method: move it onto these labels' energy zero
+                offsets = align_reference_energies(committee, dataset.structure_set(train_ids))
+                logger.info("generation 0: start_from's reference energies moved by %s eV per species", np.round(offsets, 3))
         elif model["kind"] == "mlp":
             sizes = set(np.diff(data.offsets).tolist())
             if len(sizes) != 1:
@@ -264,17 +276,19 @@ class LoopRunner:
             fine_tune=fine_tune,
         )
         start = time.perf_counter()
+        train_data = dataset.structure_set(train_ids)
         result = train_committee(
             committee,
-            dataset.structure_set(train_ids),
+            train_data,
             config,
             validation=dataset.structure_set(validation_ids),
             checkpoint=folder / "train.ckpt",
         )
-        threshold = calibrate_threshold(committee, data, float(training["threshold_percentile"]))
-        member_e, _ = predict(committee, data)
+        # Eq. 8 threshold and UDD width from the training rows, as 'advmd train' does (not the validation rows).
+        threshold = calibrate_threshold(committee, train_data, float(training["threshold_percentile"]))
+        member_e, _ = predict(committee, train_data)
         sigma_e2 = np.var(member_e, axis=0, ddof=1)
-        n_atoms = float(np.mean(np.diff(data.offsets)))
+        n_atoms = float(np.mean(np.diff(train_data.offsets)))
         m = committee.n_members
         # UDD width: half depth at the 99th percentile of the training energy spread (as for the demo committee).
         width = float(np.sqrt(max((m - 1) * np.percentile(sigma_e2, 99), 1e-12) / (m * n_atoms * np.log(2.0))))

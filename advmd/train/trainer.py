@@ -19,6 +19,7 @@ Units: Angstrom, eV, eV/Angstrom.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ __all__ = [
     "TrainingResult",
     "train_committee",
     "fit_reference_energies",
+    "align_reference_energies",
     "predict",
     "evaluate",
     "calibrate_threshold",
@@ -200,6 +202,23 @@ def fit_reference_energies(data: StructureSet, species: Sequence[int]) -> np.nda
     # Minimum-norm solution: with one composition only the total is determined, spread over species.
     shifts, *_ = np.linalg.lstsq(counts, data.energies, rcond=None)
     return shifts
+
+
+def align_reference_energies(committee: torch.nn.Module, data: StructureSet) -> np.ndarray:
+    """Move a trained committee's per-species reference energies onto the energy zero of ``data``'s labels.
+
+    For fine-tuning a committee on labels of another reference method: two methods' zeros differ per atom
+    (hundreds of eV between a force field and xTB), which fine-tuning at a small learning rate never closes.
+    The offsets are the least-squares per-species fit of the labels minus the committee's mean prediction; the
+    weights, hence forces, are untouched. Returns the offsets added (eV, in ``committee.species`` order).
+    """
+    member_energies, _ = predict(committee, data)
+    residual = dataclasses.replace(data, energies=data.energies - member_energies.mean(0))
+    offsets = fit_reference_energies(residual, committee.species)
+    with torch.no_grad():
+        shift = committee.atomic_energy_shift
+        shift.add_(torch.as_tensor(offsets, dtype=shift.dtype, device=shift.device))
+    return offsets
 
 
 def _member_outputs(

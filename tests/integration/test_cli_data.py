@@ -156,3 +156,18 @@ def test_bad_configs_name_the_problem(tmp_path):
     good.write_text('[data]\ndatabase = "missing.db"\n')
     with pytest.raises(FileNotFoundError, match="database .*missing.db' does not exist"):
         main(["train", "--config", str(good)], out=io.StringIO())
+
+
+def test_label_retry_failed_relabels_the_failed_rows(tmp_path):
+    from ase import Atoms
+
+    from advmd.data import Provenance
+
+    db = tmp_path / "r.db"
+    dataset = Dataset(db)
+    ids = dataset.add([Atoms("H", positions=[[0.1 * k, 0.2, 0.0]]) for k in range(3)], Provenance("initial"))
+    dataset.store_labels(ids[:2], [None, None], [None, None], {0: "SCF failed", 1: "SCF failed"}, "x", {})
+    assert "labelled 1 structures (0 failed)" in run("label", "--db", str(db), "--labeler", "double-well-2d", "--quiet")
+    text = run("label", "--db", str(db), "--labeler", "double-well-2d", "--quiet", "--retry-failed")
+    assert "2 failed structures marked pending again" in text and "labelled 2 structures (0 failed)" in text
+    assert Dataset(db).count(label_status="done") == 3

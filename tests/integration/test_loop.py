@@ -95,8 +95,11 @@ def test_double_well_loop_lowers_the_error(tmp_path):
     # each committee records its training rows (Q of Eq. 11-12 for its attacks): labelled rows, without the validation ones
     labelled = set(Dataset(tmp_path / "run" / "data.db").labelled_ids())
     for g in range(3):
-        training = read_metadata(tmp_path / "run" / f"gen-{g:03d}" / "committee.pt")["training_ids"]
+        metadata = read_metadata(tmp_path / "run" / f"gen-{g:03d}" / "committee.pt")
+        training = metadata["training_ids"]
         assert 0 < len(training) < len(labelled) and set(training) < labelled
+        # the Eq. 8 threshold is calibrated on exactly those rows (as 'advmd train' does), not on validation rows too
+        assert metadata["uncertainty_threshold"]["n_structures"] == len(training)
     # rerunning the finished loop recomputes the metrics as of each generation, not of the final dataset
     again = run_loop(config_for(tmp_path / "run"), progress=False)["generations"]
     assert [m["labels"]["total"] for m in again] == [m["labels"]["total"] for m in generations]
@@ -224,6 +227,45 @@ def test_executors_yield_each_result_as_it_completes():
             assert sorted(executor.as_completed(abs, [-3, 2, -1])) == [(0, 3), (1, 2), (2, 1)]
 
 
+def test_held_out_structures_that_fail_to_label_are_left_out_not_fatal():
+    """One failed held-out label (an SCF on a clash of the CV grid) used to stop every resume of the run."""
+    from ase import Atoms
+
+    from advmd.loop.metrics import _label
+
+    structures = [Atoms("H", positions=[[x, 0.2, 0.0]]) for x in (-1.0, 0.5, 1.0)]
+    structures[1].positions[0, 0] = np.nan
+    energies, forces, ok = _label(structures, {"name": "double-well-2d", "options": {}})
+    assert ok.tolist() == [0, 2] and energies.shape == (2,) and forces.shape == (2, 1, 3) and np.isfinite(energies).all()
+    with pytest.raises(RuntimeError, match="failed on every held-out structure"):
+        _label(structures[1:2], {"name": "double-well-2d", "options": {}})
+
+
+def _set_one_thread(value):
+    import torch
+
+    torch.set_num_threads(1)  # as an exploration job sets its [executor] threads
+    return value
+
+
+def test_in_process_jobs_leave_the_thread_count_of_the_main_process_alone():
+    """Training after a serial exploration must run with the process's own thread count, as with worker processes."""
+    import torch
+
+    from advmd.loop import make_executor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with make_executor(workers=1) as executor:
+            assert executor.map(_set_one_thread, [1, 2]) == [1, 2]
+            assert torch.get_num_threads() == 2
+            assert list(executor.as_completed(_set_one_thread, [3])) == [(0, 3)]
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow  # a 2-process LocalCluster imports torch in each worker: ~50 s on 2 cores
 def test_dask_local_cluster_runs_a_generation(tmp_path):
     distributed = pytest.importorskip("distributed")
@@ -288,6 +330,37 @@ def test_changed_config_refuses_to_resume(tmp_path):
     run_loop(config_for(tmp_path / "run", run={"generations": 0}), progress=False)
     with pytest.raises(ValueError, match="started with another configuration"):
         run_loop(config_for(tmp_path / "run", run={"generations": 0}, selection={"budget": 3}), progress=False)
+
+
+def test_a_directory_whose_set_up_stored_nothing_takes_a_corrected_configuration(tmp_path):
+    """The fix an error suggests must be accepted: a run that failed before storing a structure may change settings."""
+    from advmd.loop.runner import LoopRunner
+
+    LoopRunner(config_for(tmp_path / "run", system={"initial": 6}), progress=False)._check_config()
+    corrected = LoopRunner(config_for(tmp_path / "run", system={"initial": 400}), progress=False)
+    corrected._check_config()  # nothing stored yet: accepted, and recorded
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["system"]["initial"] == 400
+    from ase import Atoms
+
+    from advmd.data import Provenance
+
+    corrected.dataset.add([Atoms("H", positions=[[0.1, 0.2, 0.0]])], Provenance("initial"))
+    with pytest.raises(ValueError, match="started with another configuration"):
+        LoopRunner(config_for(tmp_path / "run", system={"initial": 12}), progress=False)._check_config()
+
+
+def test_a_run_whose_every_label_failed_says_how_to_recover(tmp_path):
+    from ase import Atoms
+
+    from advmd.data import Provenance
+    from advmd.loop.runner import LoopRunner
+
+    runner = LoopRunner(config_for(tmp_path / "run"), progress=False)
+    runner._check_config()
+    ids = runner.dataset.add([Atoms("H", positions=[[0.1, 0.2, 0.0]])] * 2, Provenance("initial"))
+    runner.dataset.store_labels(ids, [None, None], [None, None], {0: "SCF failed", 1: "SCF failed"}, "x", {})
+    with pytest.raises(ValueError, match="no labelled structures to train on \\(2 labels failed.*--retry-failed"):
+        runner._train(0)
 
 
 def test_cli_loop_and_example_config(tmp_path):

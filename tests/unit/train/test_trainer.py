@@ -186,6 +186,31 @@ def test_checkpoint_for_other_data_is_refused(tmp_path):
         train_committee(other, small_data(40), config, checkpoint=tmp_path / "c.pt")
 
 
+def test_align_reference_energies_moves_a_committee_onto_another_methods_zero():
+    """Labels of another method: the same surface 250 eV per O and 40 eV per H lower. The aligned committee predicts
+    them as it predicted the originals, forces untouched; two compositions pin the per-species split."""
+    from advmd.train import align_reference_energies
+
+    committee = fresh_committee().double()
+    water = small_data(12)
+    hydrogen = np.array([[0.0, 0.0, 0.0], [0.74, 0.0, 0.0]]) + np.random.default_rng(1).normal(0, 0.02, (6, 2, 3))
+    h2 = StructureSet.from_arrays([1, 1], hydrogen, np.zeros(6), np.zeros_like(hydrogen))
+    both = StructureSet(
+        np.concatenate([water.numbers, h2.numbers]),
+        np.concatenate([water.positions, h2.positions]),
+        np.concatenate([water.forces, h2.forces]),
+        np.zeros(18),
+        np.concatenate([water.offsets, water.offsets[-1] + h2.offsets[1:]]),
+    )
+    before, before_f = predict(committee, both)
+    both.energies = before.mean(0) - np.array([250.0 + 2 * 40.0] * 12 + [2 * 40.0] * 6)
+    offsets = align_reference_energies(committee, both)
+    np.testing.assert_allclose(offsets, [-40.0, -250.0], atol=1e-8)  # species order [1, 8]
+    after, after_f = predict(committee, both)
+    np.testing.assert_allclose(after.mean(0), both.energies, atol=1e-8)
+    np.testing.assert_allclose(after_f, before_f, atol=0)
+
+
 def test_bootstrap_counts_weigh_each_structure_whatever_the_batch():
     """A structure drawn c times weighs c times one drawn once, also in a batch of one (the batch's own summed
     counts used to cancel them); a batch's loss averages to the member's bootstrap loss (1/N) sum_s c_s L_s."""
