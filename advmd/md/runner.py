@@ -317,7 +317,9 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         if w["energy_floor"] != "":
             checkers.append(EnergyFloorChecker(float(w["energy_floor"])))
         watchdog = StabilityWatchdog(checkers, interval, failure_file=out / "last_good.pdb")
-        if resumed_from is not None:  # the temperature window continues where the checkpoint left it
+        # The temperature window continues where the checkpoint left it: only if progress.json was written for that
+        # checkpoint (a kill between the checkpoint and progress.json leaves the window of the checkpoint before).
+        if resumed_from is not None and state_record.get("step") == resumed_from:
             checkers[3].history.extend(state_record.get("temperature_window", []))
         simulation.reporters.append(watchdog)
     extractor = None
@@ -362,6 +364,10 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
                     break
             simulation.step(target - step)
             bar.update(int(simulation.currentStep))
+            if simulation.currentStep == total and total % interval != 0:
+                # The steps after the last multiple of the report interval: checked and logged before the final
+                # checkpoint, as a report would (a run of 20050 steps at interval 100 left 50 steps unchecked).
+                _report_now(simulation, [r for r in (reporter, watchdog, extractor) if r is not None])
             if simulation.currentStep % config["run"]["checkpoint_interval"] == 0 or simulation.currentStep == total:
                 reporter.flush_pending()  # every_step rows recorded since the last report: on disk before the checkpoint
                 _save(simulation, checkpoint)
@@ -415,6 +421,22 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
 
 
 _DIVERGENCE = re.compile(r"\bNaN\b|infinite|diverged", re.IGNORECASE)
+
+
+def _report_now(simulation: Any, reporters: List[Any]) -> None:
+    """Give ``reporters`` a report of the current state, in their order, as OpenMM's next report would (the same
+    ``getState``: the integrator's force groups, global parameters, what the reporters include, unwrapped)."""
+    include = set()
+    for r in reporters:
+        include.update(r.describeNextReport(simulation)["include"])
+    state = simulation.context.getState(
+        groups=simulation.context.getIntegrator().getIntegrationForceGroups(),
+        enforcePeriodicBox=False,
+        parameters=True,
+        **{name: True for name in include},
+    )
+    for r in reporters:
+        r.report(simulation, state)
 
 
 def engine_divergence(error: BaseException) -> Optional[str]:

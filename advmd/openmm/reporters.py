@@ -265,7 +265,11 @@ class UncertaintyReporter:
         if self.every_step:
             self._recorders(simulation)
             return {"steps": steps, "periodic": None, "include": []}
-        return {"steps": steps, "periodic": None, "include": _include(simulation, self.prefix, ["energy"])}
+        # Positions, unwrapped: OpenMM runs the reporters that ask for none after those that do, so without them
+        # a StabilityWatchdog (unwrapped positions) added after this reporter would raise first and the row of
+        # the failing step would never be written. In the same group, list order holds; one getState serves both.
+        include = _include(simulation, self.prefix, ["energy", "positions"])
+        return {"steps": steps, "periodic": False, "include": include}
 
     def _write_rows(self, rows: List[List[Any]]) -> None:
         """Append rows to the CSV (flushed) and its HDF5 twin (one append), in step order."""

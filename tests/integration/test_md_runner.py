@@ -164,6 +164,32 @@ def test_kill_9_at_a_random_moment_loses_and_duplicates_nothing(tmp_path, model)
     assert (tmp_path / "kill" / "uncertainty.csv").read_text() == (tmp_path / "ref" / "uncertainty.csv").read_text()
 
 
+def test_steps_after_the_last_report_are_checked_and_logged_and_resume_alike(tmp_path, model):
+    """47 steps at interval 5: step 47 is logged and checked before the final checkpoint (it was left unchecked);
+    a run cut at 33 resumes from 40 to the same log."""
+    (tmp_path / "ref.toml").write_text(config_text(model, "ref", steps=47))
+    assert run_md(load_md_config(tmp_path / "ref.toml"), progress=False).status == "completed"
+    assert [int(r["step"]) for r in rows(tmp_path / "ref" / "uncertainty.csv")] == list(range(5, 46, 5)) + [47]
+    (tmp_path / "cut.toml").write_text(config_text(model, "cut", steps=47))
+    run_md(load_md_config(tmp_path / "cut.toml"), progress=False, stop_after_steps=33)
+    assert run_md(load_md_config(tmp_path / "cut.toml"), progress=False).status == "completed"
+    assert (tmp_path / "cut" / "uncertainty.csv").read_text() == (tmp_path / "ref" / "uncertainty.csv").read_text()
+
+
+def test_a_temperature_window_not_written_for_the_checkpoint_is_not_reused(tmp_path, model):
+    """A kill between the checkpoint and progress.json leaves the window of an older checkpoint: it is dropped."""
+    for name, step in (("stale", 0), ("current", 20)):
+        (tmp_path / f"{name}.toml").write_text(config_text(model, name))
+        run_md(load_md_config(tmp_path / f"{name}.toml"), progress=False, stop_after_steps=33)
+        progress = tmp_path / name / "progress.json"
+        record = json.loads(progress.read_text())
+        assert record["step"] == 20
+        record.update(step=step, temperature_window=[1e6] * 4)  # temperatures that would fail the next check
+        progress.write_text(json.dumps(record))
+    assert run_md(load_md_config(tmp_path / "stale.toml"), progress=False).status == "completed"
+    assert run_md(load_md_config(tmp_path / "current.toml"), progress=False).status == "unstable"  # the window is used
+
+
 def test_unstable_run_stops_cleanly(tmp_path, untrained_model):
     """An untrained committee breaks bonds within tens of femtoseconds: the run stops, recorded."""
     (tmp_path / "md.toml").write_text(config_text(untrained_model, "bad", steps=2000))
@@ -205,9 +231,9 @@ def test_every_step_log_has_a_row_per_step_and_resumes_to_the_same_file(tmp_path
     (tmp_path / "ref.toml").write_text(text.format(out="ref"))
     run_md(load_md_config(tmp_path / "ref.toml"), progress=False)
     reference = rows(tmp_path / "ref" / "uncertainty.csv")
-    # 0..59 from the steps' own force evaluations, written at reports, checkpoints and the end of the run;
-    # 60 only where the last step is a report step (the watchdog asks for its energy).
-    assert [int(r["step"]) for r in reference] == list(range(61 if 60 % interval == 0 else 60))
+    # 0..59 from the steps' own force evaluations, written at reports, checkpoints and the end of the run; 60 as
+    # well, for both intervals: the last step is always reported (the watchdog asks for its energy).
+    assert [int(r["step"]) for r in reference] == list(range(61))
     strengths = {int(r["step"]): float(r["bias_strength"]) for r in reference}
     assert strengths[29] == 0.0 and strengths[31] == 4.0  # the schedule switches the bias on at step 30
     (tmp_path / "cut.toml").write_text(text.format(out="cut"))

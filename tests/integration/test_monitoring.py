@@ -77,6 +77,24 @@ def test_watchdog_stops_a_collapsing_model_within_one_report_interval(alanine_pd
     assert last_good.n_frames == len(watchdog.good) and last_good.n_atoms == 22
 
 
+def test_the_log_has_the_row_of_the_step_the_watchdog_stops_at(alanine_pdb, tmp_path):
+    """OpenMM reports to position-free reporters last: the log's row of the failing step came after the watchdog's
+    exception, so it was never written."""
+    committee = TorchScriptCommittee([Collapse(0.05), Collapse(0.06)], species=[1, 6, 7, 8], cutoff=0.0)
+    system = create_system(alanine_pdb.topology, CommitteePotential(committee, make_bias("none", 2)))
+    simulation = simulation_for(alanine_pdb, system)
+    simulation.context.setVelocities(np.zeros((22, 3)))
+    log = UncertaintyReporter(tmp_path / "u.csv", 10)
+    simulation.reporters.append(log)
+    checkers = [MinimumDistanceChecker.from_topology(alanine_pdb.topology, 0.7)]
+    simulation.reporters.append(StabilityWatchdog(checkers, reportInterval=10))
+    with pytest.raises(InstabilityError) as caught:
+        simulation.step(20000)
+    log.close()
+    steps = [int(row["step"]) for row in csv.DictReader(open(tmp_path / "u.csv"))]
+    assert steps[-1] == caught.value.step and steps == list(range(10, caught.value.step + 1, 10))
+
+
 def test_watchdog_is_quiet_on_a_long_stable_classical_run(alanine_pdb):
     system = amber14_vacuum_system(alanine_pdb.topology, constraints=app.HBonds)
     simulation = simulation_for(alanine_pdb, system, timestep_fs=2.0)
