@@ -58,6 +58,9 @@ class Frame:
     max_deviation_atom : int (-1 without a committee)
     bias_energy : float, unit eV
         The uncertainty bias's share of ``potential_energy`` (0 without a committee or bias).
+    cell : ndarray, shape (3, 3), unit Angstrom, or None
+        Periodic box vectors as rows (OpenMM's reduced form) of a periodic system; distances between
+        atoms are then minimum-image distances.
     """
 
     step: int
@@ -70,6 +73,7 @@ class Frame:
     max_force_deviation: float = math.nan
     max_deviation_atom: int = -1
     bias_energy: float = 0.0
+    cell: Optional[np.ndarray] = None
 
 
 class Checker(abc.ABC):
@@ -163,9 +167,25 @@ class MinimumDistanceChecker(Checker):
 
         if not np.all(np.isfinite(frame.positions)):
             return "positions contain NaN or infinite values; distances cannot be checked"
-        for a, b in sorted(cKDTree(frame.positions).query_pairs(self.minimum)):
+        if frame.cell is not None:
+            # Periodic: minimum-image pairs (two molecules may meet across the box's faces), by the model's search.
+            import torch
+
+            from advmd.committee.neighbors import neighbor_pairs
+
+            positions = torch.as_tensor(frame.positions, dtype=torch.float64)
+            i, j, shifts = neighbor_pairs(positions, self.minimum, torch.as_tensor(frame.cell, dtype=torch.float64), half=True)
+            distances = (positions[j] - positions[i] + shifts).norm(dim=1)
+            found = sorted(
+                (min(int(a), int(b)), max(int(a), int(b)), float(d)) for a, b, d in zip(i.tolist(), j.tolist(), distances)
+            )
+        else:
+            found = [
+                (a, b, float(np.linalg.norm(frame.positions[a] - frame.positions[b])))
+                for a, b in sorted(cKDTree(frame.positions).query_pairs(self.minimum))
+            ]
+        for a, b, d in found:
             if (a, b) not in self.excluded:
-                d = float(np.linalg.norm(frame.positions[a] - frame.positions[b]))
                 return f"atoms {a} and {b} are {d:.3f} A apart, closer than the minimum {self.minimum} A"
         return None
 

@@ -153,6 +153,9 @@ def frame_from_state(simulation: Any, state: Any, prefix: Optional[str] = None) 
     frame = Frame(
         int(simulation.currentStep), state.getTime().value_in_unit(unit.picosecond), np.asarray(positions), energy, temperature
     )
+    if _cached(simulation, "periodic", simulation.system.usesPeriodicBoundaryConditions):
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) * units.NM_TO_ANGSTROM
+        frame.cell = np.asarray(box)
     u = _uncertainty(simulation, state, prefix)
     if u is not None:
         frame.sigma_energy = u.sigma_energy * units.KJ_PER_MOL_TO_EV
@@ -575,8 +578,10 @@ class FrameExtractor:
         to :func:`~advmd.openmm.add_committee_force`), else every atom.
     resume_time_ps : float, optional
         A run resumed from a checkpoint at this time: frames of ``trajectory`` after it (written
-        after the checkpoint, before a crash) are dropped when the file is opened, so that the
-        resumed run does not store them twice.
+        after the checkpoint, before a crash) are dropped when the extractor is made, so that the
+        resumed run does not store them twice. mdtraj stores times in float32: past about 10 ns
+        with 0.5 fs steps a frame one step after the checkpoint cannot be told from one at it, so
+        checkpoint at multiples of ``reportInterval`` (frames are then a report interval apart).
     """
 
     METRICS = ("max_force_deviation", "sigma_force", "sigma_energy")
@@ -620,6 +625,20 @@ class FrameExtractor:
         self._trajectory_file: Any = None
         self.atoms = None if atoms is None else [int(a) for a in atoms]
         self.resume_time_ps = None if resume_time_ps is None else float(resume_time_ps)
+        if self.resume_time_ps is not None and self.trajectory_path is not None and self.trajectory_path.exists():
+            self._truncate_trajectory()
+
+    def _truncate_trajectory(self) -> None:
+        """Drop the frames after ``resume_time_ps`` now, not at the first new frame: a resumed segment that extracts
+        nothing before its next checkpoint and crash would otherwise keep them past a later, larger cut."""
+        import mdtraj
+
+        kept = mdtraj.load(str(self.trajectory_path))
+        kept = kept[kept.time <= self.resume_time_ps + 1e-9]
+        if len(kept):
+            kept.save_hdf5(str(self.trajectory_path), force_overwrite=True)
+        else:
+            self.trajectory_path.unlink()
 
     def describeNextReport(self, simulation: Any) -> Dict[str, Any]:
         steps = self.interval - simulation.currentStep % self.interval
@@ -680,13 +699,6 @@ class FrameExtractor:
         xyz = positions[None] * units.ANGSTROM_TO_NM
         if self._trajectory_file is None:
             self.trajectory_path.parent.mkdir(parents=True, exist_ok=True)
-            if self.resume_time_ps is not None and self.trajectory_path.exists():
-                kept = mdtraj.load(str(self.trajectory_path))
-                kept = kept[kept.time <= self.resume_time_ps + 1e-9]
-                if len(kept):
-                    kept.save_hdf5(str(self.trajectory_path), force_overwrite=True)
-                else:
-                    self.trajectory_path.unlink()
             self._trajectory_file = mdtraj.formats.HDF5TrajectoryFile(str(self.trajectory_path), mode="a")
             if self._trajectory_file.topology is None:
                 md_topology = mdtraj.Topology.from_openmm(topology)

@@ -303,6 +303,45 @@ def test_frame_extractor_stores_the_committees_atoms_and_a_resume_does_not_dupli
     np.testing.assert_allclose(again.xyz[:2], written.xyz[:2], atol=1e-6)
 
 
+def test_a_resumed_extractor_drops_later_frames_even_if_it_extracts_nothing(alanine_pdb, tmp_path):
+    """Cut when the extractor is made: a resumed segment that extracts nothing and crashes again after its next
+    checkpoint must not keep the first segment's frames from after the first checkpoint."""
+    import mdtraj
+
+    path = tmp_path / "frames.h5"
+    topology = mdtraj.Topology.from_openmm(alanine_pdb.topology)
+    xyz = np.repeat(alanine_pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[None], 3, axis=0)
+    mdtraj.Trajectory(xyz, topology, time=np.array([1.0, 2.0, 3.0])).save_hdf5(str(path))
+    FrameExtractor(None, 10, 0.0, 1.0, trajectory=path, resume_time_ps=2.0)
+    assert mdtraj.load(str(path)).time.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("tilt", [0.0, 2.0], ids=["orthorhombic", "triclinic"])
+def test_minimum_distance_sees_atoms_that_meet_across_the_box_faces(tilt):
+    """Unwrapped positions 9.7 A apart in x are 0.3 A apart through the periodic boundary of a 10 A box."""
+    positions = np.array([[0.1, 5.0, 5.0], [9.8, 5.0, 5.0], [5.0, 1.0, 1.0]])
+    cell = np.array([[10.0, 0.0, 0.0], [tilt, 10.0, 0.0], [0.0, 0.0, 10.0]])
+    checker = MinimumDistanceChecker(0.7)
+    assert checker.check(Frame(0, 0.0, positions, 0.0)) is None  # open boundaries: far apart
+    message = checker.check(Frame(0, 0.0, positions, 0.0, cell=cell))
+    assert message == "atoms 0 and 1 are 0.300 A apart, closer than the minimum 0.7 A"
+    assert MinimumDistanceChecker(0.7, [(0, 1)]).check(Frame(0, 0.0, positions, 0.0, cell=cell)) is None  # bonded
+
+
+def test_frames_of_a_periodic_simulation_carry_its_box():
+    from advmd.openmm.reporters import frame_from_state
+    from tests.integration.test_openmm_force import water_topology
+    from tests.unit.committee.test_potential import water_box
+
+    positions, numbers = water_box(n_molecules=24, side=10.0)
+    topology, box = water_topology(numbers)
+    system = create_system(topology, small_potential("none"))
+    simulation = app.Simulation(topology, system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(positions.numpy() * 0.1)
+    frame = frame_from_state(simulation, simulation.context.getState(positions=True, energy=True, parameterDerivatives=True))
+    np.testing.assert_allclose(frame.cell, np.array([[v.x, v.y, v.z] for v in box.value_in_unit(unit.nanometer)]) * 10.0)
+
+
 def reference_angstrom_of(state):
     return state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * units.NM_TO_ANGSTROM
 
