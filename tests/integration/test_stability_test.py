@@ -61,6 +61,27 @@ def test_a_run_that_diverges_between_two_checks_counts_as_unstable(tmp_path):
     assert all(0 <= t < 0.01 for t in result.failure_time_ps)
 
 
+@pytest.mark.parametrize("engine", ["openmm", "batched"])
+def test_the_steps_after_the_last_check_are_checked_by_both_engines(engine):
+    """10 steps at a check interval of 20: the final state is still checked (an impossible distance range fails it).
+    The OpenMM engine used to end such a run unchecked and call it stable, unlike the batched engine."""
+    numbers, positions, bonds = alanine_structure()
+    result = stability_test(
+        str(resource_path("alanine-dipeptide-committee.pt")),
+        numbers,
+        positions,
+        bonds=bonds,
+        n_runs=1,
+        duration_ps=0.005,
+        check_interval=20,
+        criteria={"distance_ranges": [[6, 6, 50.0, 60.0]]},  # C-C distances of 50-60 A: fails wherever checked
+        processes=1,
+        seed=1,
+        engine=engine,
+    )
+    assert result.stable == [False] and result.failure_time_ps == [0.005]
+
+
 def test_ammonia_rule_as_criteria_and_bad_input(tmp_path):
     with pytest.raises(ValueError, match="n_runs \\(--runs\\) must be a positive integer"):
         stability_test("x.pt", [7, 1, 1, 1], np.zeros((4, 3)), n_runs=0)
