@@ -377,11 +377,16 @@ def _attack(args: argparse.Namespace, out: TextIO) -> int:
         training_ids=metadata.get("training_ids"),
     )
     counts = summary["counts"]
+    sigma = summary["sigma_f2"]
+
+    def number(value: Optional[float]) -> str:
+        return "n/a" if value is None else f"{value:.4g}"
+
+    frozen = f"; {sigma['non_finite_seeds']} seeds turned non-finite and were dropped" if sigma["non_finite_seeds"] else ""
     _write(
         out,
         f"advmd attack: {config.source}, {config.n_seeds} seeds in {time.perf_counter() - start:.1f} s; median sigma_F^2 "
-        f"{summary['sigma_f2']['initial_median']:.4g} -> {summary['sigma_f2']['final_median']:.4g} (eV/A)^2, "
-        f"threshold {threshold:.4g}",
+        f"{number(sigma['initial_median'])} -> {number(sigma['final_median'])} (eV/A)^2, threshold {threshold:.4g}{frozen}",
     )
     _write(out, "selection: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     action = "would add" if args.dry_run else "added"

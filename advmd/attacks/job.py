@@ -287,6 +287,13 @@ def add_candidates(
     return dataset.add(structures, provenance) if structures else []
 
 
+def _finite_stat(function: Any, values: np.ndarray) -> Optional[float]:
+    """``function`` of the finite values (``None`` when none is: JSON's null, not NaN)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(function(finite)) if len(finite) else None
+
+
 def explore_dataset(
     committee,
     dataset,
@@ -338,14 +345,16 @@ def explore_dataset(
         "source": config.source,
         "ids": new_ids,
         "counts": chosen.counts,
+        # Over the seeds that stayed finite: a frozen seed (non-finite objective) is reported with NaN and counted.
         "sigma_f2": {
-            "initial_median": float(np.median(result.initial_sigma_f2)),
-            "final_median": float(np.median(result.sigma_f2)),
-            "final_max": float(np.max(result.sigma_f2)),
+            "initial_median": _finite_stat(np.median, result.initial_sigma_f2),
+            "final_median": _finite_stat(np.median, result.sigma_f2),
+            "final_max": _finite_stat(np.max, result.sigma_f2),
+            "non_finite_seeds": int(np.sum(~np.isfinite(result.sigma_f2))),
         },
         "predicted_energy_above_min": {
-            "median": float(np.median(result.mean_energy) - np.min(energies)),
-            "max": float(np.max(result.mean_energy) - np.min(energies)),
+            "median": _finite_stat(np.median, np.asarray(result.mean_energy) - np.min(energies)),
+            "max": _finite_stat(np.max, np.asarray(result.mean_energy) - np.min(energies)),
         },
         "settings": settings,
     }

@@ -126,12 +126,6 @@ def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
         )
     test_set = dataset.structure_set(test_ids) if test_ids else val_set
     species = sorted({int(z) for z in train_set.numbers})
-    unseen = sorted({int(z) for z in list(val_set.numbers) + list(test_set.numbers)} - set(species))
-    if unseen:  # found now, not after training when the test set is evaluated
-        raise ValueError(
-            f"[data] elements Z={unseen} appear only in validation or test rows: the committee cannot learn them (no "
-            "training structure, no reference energy); label more structures containing them, or change the split"
-        )
 
     fine_tune_from = model_cfg["fine_tune_from"]
     if fine_tune_from:
@@ -148,6 +142,14 @@ def run_training(config: Dict[str, Any]) -> Dict[str, Any]:
             n_interactions=int(model_cfg["interactions"]),
             cutoff=float(model_cfg["cutoff"]),
             seed=int(model_cfg["seed"]),
+        )
+    # Elements of validation or test rows the committee does not know (a fine-tuned one may know more than the
+    # training rows hold): found now, not by the test evaluation after the whole training run.
+    unseen = sorted({int(z) for z in list(val_set.numbers) + list(test_set.numbers)} - set(committee.species))
+    if unseen:
+        raise ValueError(
+            f"[data] elements Z={unseen} appear only in validation or test rows: the committee cannot learn them (no "
+            "training structure, no reference energy); label more structures containing them, or change the split"
         )
     training = TrainingConfig(**train_cfg, fine_tune=bool(fine_tune_from))
     result = train_committee(committee, train_set, training, validation=val_set, checkpoint=out_cfg["checkpoint"] or None)

@@ -110,6 +110,16 @@ def test_an_element_only_in_validation_or_test_rows_is_refused_before_training(t
     config.write_text(f'[data]\ndatabase = "x.db"\nsplit_seed = {seed}\n[training]\nepochs = 1\n')
     with pytest.raises(ValueError, match="elements Z=\\[7\\] appear only in validation or test rows"):
         main(["train", "--config", str(config)], out=io.StringIO())
+    # Fine-tuning a committee that knows nitrogen is fine: it has its reference energy and weights.
+    from advmd.committee import CommitteePotential, SchNetCommittee, export_committee
+
+    known = SchNetCommittee([1, 7, 8], n_members=2, n_features=8, n_rbf=6, n_interactions=1, cutoff=3.0)
+    export_committee(CommitteePotential(known), tmp_path / "hno.pt")
+    config.write_text(
+        f'[data]\ndatabase = "x.db"\nsplit_seed = {seed}\n[model]\nfine_tune_from = "hno.pt"\n[training]\nepochs = 1\n'
+        '[output]\nmodel = "out.pt"\n'
+    )
+    assert "out.pt: test committee-mean RMSE" in run("train", "--config", str(config))
 
 
 def test_example_config_is_the_defaults():

@@ -184,3 +184,12 @@ def test_a_seed_that_turns_non_finite_is_frozen_and_dropped_not_fatal(trained, c
     alone = attack(committee, NUMBERS, seeds[1:], "cartesian", config)
     np.testing.assert_allclose(result.positions[1:], alone.positions, atol=1e-12)
     np.testing.assert_allclose(result.sigma_f2[1:], alone.sigma_f2, rtol=1e-10)
+
+
+def test_exploration_summaries_skip_frozen_seeds():
+    """A seed reported with NaN (frozen) must not turn the medians of 'advmd attack' into NaN (invalid JSON)."""
+    from advmd.attacks.job import _finite_stat
+
+    values = np.array([0.2, np.nan, 0.4, 0.3])
+    assert _finite_stat(np.median, values) == pytest.approx(0.3) and _finite_stat(np.max, values) == pytest.approx(0.4)
+    assert _finite_stat(np.median, np.array([np.nan])) is None
