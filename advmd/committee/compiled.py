@@ -4,8 +4,8 @@ The TorchScript potential (what ``TorchForce``, LAMMPS and the default ``PythonF
 run) executes one kernel per tensor operation: at a few hundred atoms and more a SchNet
 member is memory traffic over ``(pairs, features)`` tensors, read and written again by
 each gather, product, activation and scatter. Inductor fuses these chains into a few
-generated loops (C++ with OpenMP on the CPU, Triton on a GPU), which measured 1.3-1.6x
-faster committee evaluations at 648 atoms and about 1.2x at 22 atoms on a 2-core CPU
+generated loops (C++ with OpenMP on the CPU, Triton on a GPU). On a 2-core CPU a committee
+evaluation took 0.93x the TorchScript time at 22 atoms, 0.76x at 648 and 0.71x at 3000
 (``docs/benchmarks.md``).
 
 Only what needs first derivatives is compiled: member energies and forces, the
