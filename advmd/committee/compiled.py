@@ -62,8 +62,6 @@ class CompiledCommitteePotential(CommitteePotential):
         :class:`~advmd.committee.schnet.SchNetCommittee`. Its bias module is shared
         (a scripted bias is called as it is); the committee is copied into an eager module
         with the same weights (and tables, for a tabulated committee), frozen.
-    mode : str, optional
-        ``torch.compile`` mode (default: Inductor's default).
 
     Runs eagerly only: it cannot be scripted (export the potential it wraps).
 
@@ -76,31 +74,21 @@ class CompiledCommitteePotential(CommitteePotential):
     >>> fast = CompiledCommitteePotential(potential)  # compiles at its first call
     """
 
-    def __init__(self, potential: nn.Module, mode: Optional[str] = None) -> None:
+    def __init__(self, potential: nn.Module) -> None:
         committee = eager_committee(potential.committee)
         for param in committee.parameters():
             param.requires_grad_(False)
         super().__init__(committee, potential.bias, pass_atoms=int(getattr(potential, "pass_atoms", 1024)))
         self.first_order_in_passes = True
         self.eval()
-        # Not a submodule attribute: a plain callable, compiled lazily at the first call.
-        self._compiled_energies: Callable[..., Tensor] = torch.compile(self._energies, dynamic=True, mode=mode)
+        # The committee's member-pass energies (SchNetCommittee.member_energies), compiled lazily at the first call.
+        self._compiled_energies: Callable[..., Tensor] = torch.compile(self.committee.member_energies, dynamic=True)
 
     def __prepare_scriptable__(self) -> Any:
         raise TypeError(
             "a CompiledCommitteePotential runs eagerly only (torch.compile); script or export the CommitteePotential "
             "it was made from"
         )
-
-    def _energies(
-        self,
-        member_positions: Tensor,
-        atomic_numbers: Tensor,
-        cell: Optional[Tensor],
-        first: int,
-        pairs: Optional[Tuple[Tensor, Tensor, Tensor]],
-    ) -> Tensor:
-        return self.committee.member_energies(member_positions, atomic_numbers, cell, first, pairs)
 
     def _first_order_pass(
         self,

@@ -234,6 +234,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
         rebuild_hdf5_from_csv,
         repair_csv,
         repair_hdf5,
+        report_now,
     )
     from advmd.systems import alanine_dipeptide, resource_path
 
@@ -367,7 +368,7 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
             if simulation.currentStep == total and total % interval != 0:
                 # The steps after the last multiple of the report interval: checked and logged before the final
                 # checkpoint, as a report would (a run of 20050 steps at interval 100 left 50 steps unchecked).
-                _report_now(simulation, [r for r in (reporter, watchdog, extractor) if r is not None])
+                report_now(simulation, [r for r in (reporter, watchdog, extractor) if r is not None])
             if simulation.currentStep % config["run"]["checkpoint_interval"] == 0 or simulation.currentStep == total:
                 reporter.flush_pending()  # every_step rows recorded since the last report: on disk before the checkpoint
                 _save(simulation, checkpoint)
@@ -421,22 +422,6 @@ def run_md(config: Dict[str, Any], progress: bool = True, stop_after_steps: Opti
 
 
 _DIVERGENCE = re.compile(r"\bNaN\b|infinite|diverged", re.IGNORECASE)
-
-
-def _report_now(simulation: Any, reporters: List[Any]) -> None:
-    """Give ``reporters`` a report of the current state, in their order, as OpenMM's next report would (the same
-    ``getState``: the integrator's force groups, global parameters, what the reporters include, unwrapped)."""
-    include = set()
-    for r in reporters:
-        include.update(r.describeNextReport(simulation)["include"])
-    state = simulation.context.getState(
-        groups=simulation.context.getIntegrator().getIntegrationForceGroups(),
-        enforcePeriodicBox=False,
-        parameters=True,
-        **{name: True for name in include},
-    )
-    for r in reporters:
-        r.report(simulation, state)
 
 
 def engine_divergence(error: BaseException) -> Optional[str]:

@@ -108,10 +108,10 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
     from openmm import app, unit
 
     from advmd import units
-    from advmd.md.runner import _report_now, engine_divergence
+    from advmd.md.runner import engine_divergence
     from advmd.openmm import create_system, use_simple_executor
     from advmd.openmm.platforms import choose_platform
-    from advmd.openmm.reporters import InstabilityError, StabilityWatchdog
+    from advmd.openmm.reporters import InstabilityError, StabilityWatchdog, report_now
 
     use_simple_executor()
     numbers = task["numbers"]
@@ -134,7 +134,7 @@ def _one_run(task: Dict[str, Any]) -> Tuple[bool, float, str]:
     try:
         simulation.step(steps)
         if steps % task["check_interval"] != 0:  # the last steps are checked too, as the batched engine does
-            _report_now(simulation, [watchdog])
+            report_now(simulation, [watchdog])
     except InstabilityError as failure:
         return False, failure.step * task["timestep_fs"] / 1000.0, "; ".join(failure.reasons)
     except openmm.OpenMMException as error:  # NaN positions refused between two checks: unstable, not a crash

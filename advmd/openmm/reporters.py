@@ -33,6 +33,7 @@ __all__ = [
     "FrameExtractor",
     "InstabilityError",
     "frame_from_state",
+    "report_now",
     "repair_csv",
     "repair_hdf5",
     "rebuild_hdf5_from_csv",
@@ -164,6 +165,25 @@ def frame_from_state(simulation: Any, state: Any, prefix: Optional[str] = None) 
         frame.max_deviation_atom = u.max_deviation_atom
         frame.bias_energy = u.bias_energy * units.KJ_PER_MOL_TO_EV
     return frame
+
+
+def report_now(simulation: Any, reporters: List[Any]) -> None:
+    """Give ``reporters`` a report of the current state, in their order, as OpenMM's next report would (the same
+    ``getState``: the integrator's force groups, global parameters, what the reporters include, unwrapped).
+
+    For the steps after a run's last report interval (``advmd md``, ``advmd stability``).
+    """
+    include = set()
+    for r in reporters:
+        include.update(r.describeNextReport(simulation)["include"])
+    state = simulation.context.getState(
+        groups=simulation.context.getIntegrator().getIntegrationForceGroups(),
+        enforcePeriodicBox=False,
+        parameters=True,
+        **{name: True for name in include},
+    )
+    for r in reporters:
+        r.report(simulation, state)
 
 
 def _atom_labels(topology: Any) -> List[str]:
