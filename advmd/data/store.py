@@ -48,6 +48,11 @@ class DatasetError(ValueError):
 _JSON_PREFIX = "json:"
 
 
+def _finite_label(energy: Any, forces: Any) -> bool:
+    """Whether a label (energy, forces) is finite: only finite labels are stored as ``done``."""
+    return bool(np.isfinite(float(energy)) and np.all(np.isfinite(np.asarray(forces, float))))
+
+
 def split_key(seed: int, row_id: int) -> float:
     """A number in [0, 1) fixed by ``(seed, row_id)``, uniform over rows (BLAKE2b of the pair)."""
     digest = hashlib.blake2b(f"advmd-split:{int(seed)}:{int(row_id)}".encode(), digest_size=8).digest()
@@ -230,7 +235,7 @@ class Dataset:
                 raise DatasetError(f"structure {k} has non-finite positions")
             if labelled and np.shape(forces[k]) != (len(atoms), 3):
                 raise DatasetError(f"structure {k}: forces have shape {np.shape(forces[k])}, expected ({len(atoms)}, 3)")
-            if labelled and not (np.isfinite(float(energies[k])) and np.all(np.isfinite(np.asarray(forces[k], float)))):
+            if labelled and not _finite_label(energies[k], forces[k]):
                 raise DatasetError(
                     f"structure {k}: energy {float(energies[k])!r} or its forces are not finite; a label must be finite "
                     "(add the structure unlabelled, or drop it)"
@@ -313,7 +318,7 @@ class Dataset:
                 if row.get("label_status") != "pending":
                     continue
                 error = failures.get(k)
-                if error is None and not (np.isfinite(float(energies[k])) and np.all(np.isfinite(np.asarray(forces[k], float)))):
+                if error is None and not _finite_label(energies[k], forces[k]):
                     error = "the labeler returned non-finite energy or forces"
                 if error is not None:
                     self.db.update(row.id, label_status="failed", labeler=labeler, data={"label_error": error})
